@@ -1,0 +1,1 @@
+"""cnnpipe: reproducible CNN image classification with DVC."""

@@ -1,0 +1,70 @@
+"""Atomic file writes and the on-disk formats shared by the stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from cnnpipe.data.prepare import Split
+from cnnpipe.errors import DataError
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ""):
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    A stage killed half-way (or failing) must never leave a half-written output that DVC or
+    a later stage would take for a real one. ``suffix`` keeps writers that sniff the file
+    extension (Keras, numpy) happy.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the stage that produces it (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def save_split(path: str | Path, split: Split) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, images=split.images, labels=split.labels)
+
+
+def load_split(path: str | Path) -> Split:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the stage that produces it (dvc repro)")
+    with np.load(path) as archive:
+        return Split(images=archive["images"], labels=archive["labels"].astype(np.int32))
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    import csv
+
+    if not rows:
+        raise ValueError(f"refusing to write an empty table to {path}")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

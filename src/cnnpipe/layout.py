@@ -1,0 +1,50 @@
+"""Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PREPARED = Path("data/prepared")
+PROCESSED = Path("data/processed")
+DATA_CARD = PREPARED / "data_card.json"
+PREPROCESSING = PROCESSED / "preprocessing.json"
+SPLITS = ("train", "val", "test")
+
+
+def model_dir(variant: str) -> Path:
+    return Path("models") / variant
+
+
+def model_file(variant: str) -> Path:
+    return model_dir(variant) / "model.keras"
+
+
+def weights_file(variant: str) -> Path:
+    return model_dir(variant) / "model.weights.h5"
+
+
+def model_card(variant: str) -> Path:
+    return model_dir(variant) / "model_card.json"
+
+
+def live_dir(variant: str) -> Path:
+    return Path("dvclive") / variant
+
+
+def train_metrics(variant: str) -> Path:
+    return Path("metrics/train") / f"{variant}.json"
+
+
+def eval_metrics(variant: str) -> Path:
+    return Path("metrics") / f"{variant}.json"
+
+
+def curve_table(metric: str, variant: str) -> Path:
+    return Path("plots/curves") / metric / f"{variant}.csv"
+
+
+def confusion_table(variant: str) -> Path:
+    return Path("plots/confusion") / f"{variant}.csv"
+
+
+def image_dir(variant: str) -> Path:
+    return Path("plots/images") / variant

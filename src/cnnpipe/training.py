@@ -1,0 +1,167 @@
+"""Seeding, the tf.data input pipeline, and fitting a built model."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnnpipe.config import TrainConfig, VariantConfig
+from cnnpipe.errors import TrainingError
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and TensorFlow seeds plus deterministic kernels.
+
+    TensorFlow promises identical results only on the same hardware, thread count and
+    library versions; within that, two runs give bitwise-identical weights.
+    """
+    import keras
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    shuffle_buffer: int = 10000,
+    seed: int = 0,
+):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if shuffle:
+        # Seeded and reshuffled each epoch: a different order per epoch, the same across runs.
+        ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model, num_classes: int, learning_rate: float) -> None:
+    import keras
+
+    from cnnpipe.models import classification_head_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=classification_head_loss(num_classes),
+        metrics=["accuracy"],
+    )
+
+
+@dataclass
+class TrainingResult:
+    history: dict[str, list[float]]  # loss, accuracy, val_loss, val_accuracy per epoch
+    epochs_run: int
+    best_epoch: int  # 1-based epoch whose weights were kept
+    train_seconds: float
+    images_seen: int
+    phases: list[str] = field(default_factory=list)  # "head" / "fine_tune" per epoch
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def _check_finite(history: dict[str, list[float]], phase: str, learning_rate: float) -> None:
+    for key in ("loss", "val_loss"):
+        for epoch, value in enumerate(history.get(key, []), start=1):
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"{key} became {value} in epoch {epoch} of the {phase} phase "
+                    f"(learning rate {learning_rate:g}); lower the learning rate or check the data"
+                )
+
+
+def _fit_phase(model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks):
+    import keras
+
+    stop = [keras.callbacks.TerminateOnNaN()]
+    if patience > 0:
+        stop.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        )
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=initial_epoch + epochs,
+        initial_epoch=initial_epoch,
+        callbacks=stop + list(callbacks),
+        verbose=2,
+    )
+    return {key: [float(v) for v in values] for key, values in fit.history.items()}
+
+
+def train_model(
+    model,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    variant: VariantConfig,
+    settings: TrainConfig,
+    seed: int,
+    callbacks=(),
+) -> TrainingResult:
+    """Train the head (and, if configured, fine-tune a pretrained backbone) in place."""
+    train_ds = make_dataset(
+        x_train, y_train, settings.batch_size, shuffle=True,
+        shuffle_buffer=settings.shuffle_buffer, seed=seed,
+    )
+    val_ds = make_dataset(x_val, y_val, settings.batch_size)
+
+    compile_model(model, num_classes, settings.learning_rate)
+    start = time.perf_counter()
+    history = _fit_phase(
+        model, train_ds, val_ds, settings.epochs, 0, settings.early_stopping_patience, callbacks
+    )
+    _check_finite(history, "training", settings.learning_rate)
+    phases = ["head"] * len(history["loss"])
+
+    if variant.fine_tune_epochs > 0:
+        from cnnpipe.models import set_base_trainable
+
+        set_base_trainable(model, variant.fine_tune_layers)
+        fine_lr = settings.learning_rate * variant.fine_tune_lr_factor
+        compile_model(model, num_classes, fine_lr)  # recompiling makes the unfreeze take effect
+        fine = _fit_phase(
+            model, train_ds, val_ds, variant.fine_tune_epochs, len(phases),
+            settings.early_stopping_patience, callbacks,
+        )
+        _check_finite(fine, "fine-tuning", fine_lr)
+        for key, values in fine.items():
+            history.setdefault(key, []).extend(values)
+        phases += ["fine_tune"] * len(fine["loss"])
+    seconds = time.perf_counter() - start
+
+    # Early stopping restores the best weights of the last phase only.
+    last_phase_start = phases.index(phases[-1])
+    best_epoch = len(phases)
+    if settings.early_stopping_patience:
+        best_epoch = last_phase_start + int(np.argmin(history["val_loss"][last_phase_start:])) + 1
+    return TrainingResult(
+        history=history,
+        epochs_run=len(phases),
+        best_epoch=best_epoch,
+        train_seconds=seconds,
+        images_seen=len(phases) * len(y_train),
+        phases=phases,
+    )
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    total = trainable + sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return total, trainable

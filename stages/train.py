@@ -1,0 +1,83 @@
+"""Stage train@<variant>: build the variant from params, fit it, save model and curves.
+
+params: seed, train, models.<variant>
+"""
+
+import sys
+
+from cnnpipe import layout
+from cnnpipe.config import load_params
+from cnnpipe.io import atomic_path, load_split, read_json, write_csv, write_json
+from cnnpipe.plots import curve_rows, plot_training_history
+from cnnpipe.preprocessing import Preprocessing
+from cnnpipe.runner import run
+
+
+def main(variant_name: str) -> None:
+    params = load_params(layout.PARAMS)
+    variant = params.variant(variant_name)
+    settings = variant.resolved(params.train)
+    card = read_json(layout.DATA_CARD)
+    prep = Preprocessing.from_dict(read_json(layout.PREPROCESSING))
+    train = load_split(layout.PROCESSED / "train.npz")
+    val = load_split(layout.PROCESSED / "val.npz")
+
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    from cnnpipe.models import build_model
+    from cnnpipe.training import count_parameters, seed_everything, train_model
+
+    seed_everything(params.seed)
+    hyperparameters = dict(variant.hyperparameters)
+    if isinstance(hyperparameters.get("augmentation"), dict):
+        hyperparameters["augmentation"] = {"seed": params.seed, **hyperparameters["augmentation"]}
+    model = build_model(
+        variant.architecture, prep.input_shape, card["num_classes"],
+        value_range=prep.value_range, **hyperparameters,
+    )
+    # dvcyaml=False: dvc.yaml declares the plots itself; a stage must not rewrite it.
+    with Live(str(layout.live_dir(variant_name)), dvcyaml=False, save_dvc_exp=False) as live:
+        result = train_model(
+            model, train.images, train.labels, val.images, val.labels, card["num_classes"],
+            variant, settings, params.seed, callbacks=[DVCLiveCallback(live=live)],
+        )
+
+    with atomic_path(layout.weights_file(variant_name), suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    with atomic_path(layout.model_file(variant_name), suffix=".keras") as tmp:
+        model.save(tmp)
+    write_json(layout.model_card(variant_name), {
+        "variant": variant_name,
+        "architecture": variant.architecture,
+        "hyperparameters": variant.hyperparameters,
+        "class_names": card["class_names"],
+        "num_classes": card["num_classes"],
+        "raw_image_shape": card["image_shape"],
+        "preprocessing": prep.to_dict(),
+    })
+    total, trainable = count_parameters(model)
+    write_json(layout.train_metrics(variant_name), {
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": min(result.history["val_loss"]),
+        "total_params": total,
+        "trainable_params": trainable,
+        "train_seconds": round(result.train_seconds, 2),
+        "train_images_per_second": round(result.images_per_second, 1),
+    })
+    for metric in ("accuracy", "loss"):
+        write_csv(layout.curve_table(metric, variant_name), curve_rows(result.history, metric))
+    fine_tune_start = result.phases.index("fine_tune") + 1 if "fine_tune" in result.phases else 0
+    plot_training_history(
+        result.history, layout.image_dir(variant_name) / "training_curves.png",
+        title=variant_name, fine_tune_start=fine_tune_start,
+    )
+    print(f"{variant_name}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
+          f"{result.train_seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/train.py VARIANT")
+    run(main, sys.argv[1])

@@ -1,0 +1,86 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnpipe.config import load_params, parse_params
+from cnnpipe.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    raw = copy.deepcopy(DEFAULTS)
+    *parents, leaf = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return raw
+
+
+def test_committed_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.seed == 42
+    assert "simple_cnn" in params.models
+    assert params.models["simple_cnn"].hyperparameters["filters"] == (32, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train.epochs", -1, "train.epochs must be > 0"),
+        ("train.epochs", 0, "train.epochs must be > 0"),
+        ("train.epochs", "ten", "train.epochs must be an integer"),
+        ("train.epochs", 2.5, "train.epochs must be an integer"),
+        ("train.learning_rate", 0, "train.learning_rate must be > 0"),
+        ("train.batch_size", True, "train.batch_size must be an integer"),
+        ("train.epoch", 3, "unknown key `train.epoch`"),
+        ("data.val_fraction", 0.0, "data.val_fraction must be strictly between 0 and 1"),
+        ("data.val_fraction", 1.5, "data.val_fraction must be strictly between 0 and 1"),
+        ("data.source", "imagenet", "data.source must be one of: fashion_mnist"),
+        ("preprocess.normalization", "zscore", "must be one of: unit, symmetric, standardize"),
+        ("preprocess.channels", 2, "preprocess.channels must be one of: 1, 3"),
+        ("preprocess.image_size", 4, "preprocess.image_size must be null (keep) or >= 8"),
+        ("seed", -3, "seed must be >= 0"),
+        ("colour", "red", "unknown key `colour`"),
+        ("models.simple_cnn.architecture", "resnet9000", "Known"),
+        ("models.simple_cnn.filterz", [8, 8, 8], "filterz"),
+        ("models.simple_cnn.epochs", 0, "models.simple_cnn.epochs must be > 0"),
+        ("models.Bad-Name", {"architecture": "simple_cnn"}, "lower-case identifiers"),
+    ],
+)
+def test_bad_params_stop_with_a_message_naming_the_key(path, value, message):
+    with pytest.raises(ConfigError, match=None) as excinfo:
+        parse_params(with_change(path, value))
+    text = str(excinfo.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unknown_architecture_lists_known_names():
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_change("models.simple_cnn.architecture", "resnet9000"))
+    assert "simple_cnn" in str(excinfo.value)
+
+
+def test_variant_overrides_shared_training_settings():
+    raw = with_change("models.simple_cnn.epochs", 2)
+    params = parse_params(raw)
+    settings = params.models["simple_cnn"].resolved(params.train)
+    assert settings.epochs == 2
+    assert settings.batch_size == params.train.batch_size
+
+
+def test_stage_prints_one_line_and_exits_2_on_bad_params(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_change("train.epochs", -1)))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.epochs must be > 0, got -1"

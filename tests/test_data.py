@@ -1,0 +1,152 @@
+import gzip
+import hashlib
+import http.server
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnpipe.data import fashion_mnist
+from cnnpipe.data.prepare import Split, data_card, prepare_splits
+from cnnpipe.errors import DataError
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_parse_idx_round_trip():
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(fashion_mnist.parse_idx(idx_bytes(images)), images)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x01\x00\x08\x01" + (3).to_bytes(4, "big") + b"abc", "bad magic"),
+        (b"\x00\x00\x0d\x01" + (3).to_bytes(4, "big") + b"abc", "not unsigned byte"),
+        (b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abc", "promises 5 bytes"),
+        (b"\x00\x00\x08\x03\x00", "truncated"),
+    ],
+)
+def test_parse_idx_rejects_corrupt_files(content, message):
+    with pytest.raises(DataError, match=message):
+        fashion_mnist.parse_idx(content)
+
+
+@pytest.fixture
+def fake_dataset(tmp_path, monkeypatch):
+    """Four tiny IDX files and a FILES table whose checksums match them."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (50, 28, 28)),
+        "train_labels": np.repeat(np.arange(10), 5),
+        "test_images": rng.integers(0, 256, (20, 28, 28)),
+        "test_labels": np.repeat(np.arange(10), 2),
+    }
+    table = {}
+    folder = tmp_path / "served"
+    folder.mkdir()
+    for key, (name, _) in fashion_mnist.FILES.items():
+        content = idx_bytes(arrays[key])
+        (folder / name).write_bytes(gzip.compress(content))
+        table[key] = (name, hashlib.sha256(content).hexdigest())
+    monkeypatch.setattr(fashion_mnist, "FILES", table)
+    return folder, arrays
+
+
+@pytest.fixture
+def http_server(fake_dataset):
+    folder, _ = fake_dataset
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_local_files_are_used_when_complete(fake_dataset, tmp_path):
+    folder, arrays = fake_dataset
+    raw = fashion_mnist.load_fashion_mnist(folder, "http://127.0.0.1:9/", tmp_path / "dl")
+    assert raw.source == f"local:{folder}"
+    np.testing.assert_array_equal(raw.train_images, arrays["train_images"])
+    assert not (tmp_path / "dl").exists()
+
+
+def test_download_from_local_http_server_verifies_checksums(fake_dataset, http_server, tmp_path):
+    _, arrays = fake_dataset
+    raw = fashion_mnist.load_fashion_mnist(tmp_path / "missing", http_server, tmp_path / "dl")
+    assert raw.source == f"download:{http_server}"
+    np.testing.assert_array_equal(raw.test_labels, arrays["test_labels"])
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(
+        name for name, _ in fashion_mnist.FILES.values()
+    )
+
+
+def test_download_with_wrong_checksum_is_refused_and_removed(
+    fake_dataset, http_server, tmp_path, monkeypatch
+):
+    table = dict(fashion_mnist.FILES)
+    name, _ = table["train_labels"]
+    table["train_labels"] = (name, "0" * 64)
+    monkeypatch.setattr(fashion_mnist, "FILES", table)
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fashion_mnist.load_fashion_mnist(tmp_path / "missing", http_server, tmp_path / "dl")
+    assert not (tmp_path / "dl" / name).exists()
+
+
+def test_unreachable_server_fails_fast_with_clear_message(fake_dataset, tmp_path):
+    with pytest.raises(DataError, match="download of http://127.0.0.1:9/.* failed"):
+        fashion_mnist.load_fashion_mnist(tmp_path / "missing", "http://127.0.0.1:9/", tmp_path / "dl")
+    assert not any((tmp_path / "dl").glob(".partial-*"))
+
+
+def test_debian_copy_matches_the_recorded_checksums():
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not folder.is_dir():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    raw = fashion_mnist.load_fashion_mnist(folder, "http://127.0.0.1:9/", Path("/nonexistent"))
+    assert raw.train_images.shape == (60000, 28, 28)
+    assert raw.test_images.shape == (10000, 28, 28)
+    assert np.bincount(raw.test_labels).tolist() == [1000] * 10
+
+
+def make_splits(per_class=(30, 30, 30)):
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(per_class)]).astype(np.int32)
+    images = (np.arange(len(labels))[:, None, None] % 256).astype(np.uint8) * np.ones(
+        (1, 4, 4), np.uint8
+    )
+    return Split(images, labels)
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    train = make_splits((40, 40, 20))
+    test = make_splits((5, 5, 5))
+    a = prepare_splits(train, test, ("a", "b", "c"), 0.25, seed=1)
+    b = prepare_splits(train, test, ("a", "b", "c"), 0.25, seed=1)
+    c = prepare_splits(train, test, ("a", "b", "c"), 0.25, seed=2)
+    assert np.bincount(a.val.labels).tolist() == [10, 10, 5]
+    assert np.bincount(a.train.labels).tolist() == [30, 30, 15]
+    np.testing.assert_array_equal(a.val.images, b.val.images)
+    assert not np.array_equal(a.val.images, c.val.images)
+    ids = lambda s: set(s.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert ids(a.train).isdisjoint(ids(a.val))
+    assert a.train.images.shape[1:] == (4, 4, 1)
+
+
+def test_limits_shrink_class_proportionally_and_card_counts():
+    data = prepare_splits(make_splits((60, 60, 60)), make_splits((30, 30, 30)),
+                          ("a", "b", "c"), 0.5, seed=0, train_limit=30, test_limit=9)
+    assert len(data.train) + len(data.val) == 30
+    assert np.bincount(data.test.labels).tolist() == [3, 3, 3]
+    card = data_card(data, "test", {}, "none")
+    assert card["sizes"] == {"train": 15, "val": 15, "test": 9}
+    assert card["counts_per_class"]["test"] == {"a": 3, "b": 3, "c": 3}
