@@ -4,6 +4,9 @@ params: seed, train, models.<variant>
 """
 
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from cnnpipe import layout
 from cnnpipe.config import load_params
@@ -25,17 +28,38 @@ def main(variant_name: str) -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from cnnpipe.models import build_model
-    from cnnpipe.training import count_parameters, seed_everything, train_model
+    from cnnpipe.models import build_model, find_backbone
+    from cnnpipe.pretraining import ROTATIONS
+    from cnnpipe.training import count_parameters, pretrain_backbone, seed_everything, train_model
 
     seed_everything(params.seed)
     hyperparameters = dict(variant.hyperparameters)
     if isinstance(hyperparameters.get("augmentation"), dict):
         hyperparameters["augmentation"] = {"seed": params.seed, **hyperparameters["augmentation"]}
-    model = build_model(
-        variant.architecture, prep.input_shape, card["num_classes"],
-        value_range=prep.value_range, **hyperparameters,
-    )
+    pretraining = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        if variant.pretrains:
+            source = build_model(
+                variant.architecture, prep.input_shape, ROTATIONS,
+                value_range=prep.value_range, **{**hyperparameters, "weights": "none"},
+            )
+            start = time.perf_counter()
+            history = pretrain_backbone(
+                source, train.images, val.images, settings, variant.pretrain_epochs, params.seed
+            )
+            pretraining = {
+                "pretrain_task": "rotation",
+                "pretrain_epochs_run": len(history["loss"]),
+                "pretrain_val_accuracy": max(history["val_accuracy"]),
+                "pretrain_seconds": round(time.perf_counter() - start, 2),
+            }
+            # Only the backbone carries over; the 4-way rotation head is dropped.
+            hyperparameters["weights"] = str(Path(scratch) / "backbone.weights.h5")
+            find_backbone(source).save_weights(hyperparameters["weights"])
+        model = build_model(
+            variant.architecture, prep.input_shape, card["num_classes"],
+            value_range=prep.value_range, **hyperparameters,
+        )
     # dvcyaml=False: dvc.yaml declares the plots itself; a stage must not rewrite it.
     with Live(str(layout.live_dir(variant_name)), dvcyaml=False, save_dvc_exp=False) as live:
         result = train_model(
@@ -65,6 +89,7 @@ def main(variant_name: str) -> None:
         "trainable_params": trainable,
         "train_seconds": round(result.train_seconds, 2),
         "train_images_per_second": round(result.images_per_second, 1),
+        **pretraining,
     })
     for metric in ("accuracy", "loss"):
         write_csv(layout.curve_table(metric, variant_name), curve_rows(result.history, metric))

@@ -296,8 +296,27 @@ def test_mobilenet_adapts_its_input_inside_the_model():
 
     base = find_backbone(unit)
     assert base is unit.get_layer("mobilenetv2_base")
-    assert not base.trainable and not base.trainable_weights
+    assert base.trainable, "with weights=none the whole network trains from scratch"
     assert find_backbone(tiny("simple_cnn")) is None
+
+
+def pretrained_tiny(tmp_path, **overrides):
+    path = tmp_path / "backbone.weights.h5"
+    if not path.exists():
+        find_backbone(tiny("mobilenet_transfer")).save_weights(path)
+    return tiny("mobilenet_transfer", weights=str(path), **overrides)
+
+
+def test_pretrained_base_is_frozen_and_keeps_batchnorm_statistics(tmp_path):
+    model = pretrained_tiny(tmp_path)
+    base = find_backbone(model)
+    assert not base.trainable and not base.trainable_weights
+    bn = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    before = [np.array(w) for w in bn.weights]
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(images((32, 32, 3), n=8), np.arange(8) % 10, epochs=1, verbose=0)
+    for old, new in zip(before, bn.weights, strict=True):
+        np.testing.assert_array_equal(old, np.array(new))
 
 
 def test_imagenet_weights_fail_fast_without_network(monkeypatch, tmp_path):
@@ -346,7 +365,7 @@ def test_weights_file_errors(tmp_path):
 
 
 def test_set_base_trainable_unfreezes_the_top_layers(tmp_path):
-    model = tiny("mobilenet_transfer")
+    model = pretrained_tiny(tmp_path)
     base = find_backbone(model)
     head_weights = len(model.trainable_weights)
     weighted = [layer for layer in base.layers if layer.weights]

@@ -9,6 +9,11 @@ pytestmark = pytest.mark.slow
 
 TINY_MODELS = {
     "simple_cnn": {"architecture": "simple_cnn", "filters": [8, 16, 16], "dense_units": 16},
+    "mobilenet_transfer": {
+        "architecture": "mobilenet_transfer", "weights": "pretrain", "alpha": 0.35,
+        "image_size": 32, "dense_units": 16, "pretrain_epochs": 1,
+        "fine_tune_epochs": 1, "fine_tune_layers": 5,
+    },
 }
 
 
@@ -50,6 +55,37 @@ def test_plots_show_renders_every_declared_plot(repo):
     ):
         assert expected in ids
         assert shown["data"][expected], expected
+
+
+def test_pretraining_and_fine_tuning_are_recorded(repo):
+    train = json.loads((repo / "metrics/train/mobilenet_transfer.json").read_text())
+    assert train["pretrain_task"] == "rotation"
+    assert train["pretrain_epochs_run"] == 1
+    assert train["epochs_run"] == 2  # one head epoch, one fine-tuning epoch
+    assert train["trainable_params"] < train["total_params"]
+    metrics = json.loads((repo / "metrics/mobilenet_transfer.json").read_text())
+    assert metrics["total_params"] == train["total_params"]
+
+
+def test_changing_one_variant_reruns_only_that_variant(repo):
+    import yaml
+
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["models"]["simple_cnn"]["dense_units"] = 24
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = dvc(repo, "repro").stdout
+        assert "Running stage 'train@simple_cnn'" in out
+        assert "Running stage 'evaluate@simple_cnn'" in out
+        assert "Running stage 'train@mobilenet_transfer'" not in out
+        diff = dvc(repo, "params", "diff").stdout
+        assert "models.simple_cnn.dense_units" in diff
+        assert "metrics/simple_cnn.json" in dvc(repo, "metrics", "diff").stdout
+    finally:
+        params_file.write_text(original)
+        dvc(repo, "repro")
 
 
 def test_param_change_reruns_train_and_shows_in_diffs(repo):

@@ -84,6 +84,7 @@ _VARIANT_TRAINING_KEYS = {
     "fine_tune_layers",
     "fine_tune_epochs",
     "fine_tune_lr_factor",
+    "pretrain_epochs",
 }
 
 
@@ -98,6 +99,12 @@ class VariantConfig:
     fine_tune_layers: int = 0
     fine_tune_epochs: int = 0
     fine_tune_lr_factor: float = 0.1
+    pretrain_epochs: int = 3
+
+    @property
+    def pretrains(self) -> bool:
+        """``weights: pretrain``: learn the backbone on a self-supervised source task first."""
+        return self.hyperparameters.get("weights") == "pretrain"
 
     def resolved(self, train: TrainConfig) -> TrainConfig:
         """The shared training settings with this variant's overrides applied."""
@@ -179,6 +186,7 @@ def _parse_variant(name: Any, spec: Any) -> VariantConfig:
         "fine_tune_layers": _non_negative,
         "fine_tune_epochs": _non_negative,
         "fine_tune_lr_factor": _positive,
+        "pretrain_epochs": _positive,
     }
     for key, check in checks.items():
         value = getattr(variant, key)

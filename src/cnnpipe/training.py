@@ -57,6 +57,27 @@ def compile_model(model, num_classes: int, learning_rate: float) -> None:
     )
 
 
+def pretrain_backbone(
+    model, x_train: np.ndarray, x_val: np.ndarray, settings: TrainConfig, epochs: int, seed: int
+) -> dict[str, list[float]]:
+    """Fit ``model`` (built with a 4-way head) on the rotation task; returns its history."""
+    from cnnpipe.pretraining import ROTATIONS, rotation_task
+
+    x_rot, y_rot = rotation_task(x_train, seed)
+    xv_rot, yv_rot = rotation_task(x_val, seed + 1)
+    train_ds = make_dataset(
+        x_rot, y_rot, settings.batch_size, shuffle=True,
+        shuffle_buffer=settings.shuffle_buffer, seed=seed,
+    )
+    compile_model(model, ROTATIONS, settings.learning_rate)
+    history = _fit_phase(
+        model, train_ds, make_dataset(xv_rot, yv_rot, settings.batch_size), epochs, 0,
+        settings.early_stopping_patience, (),
+    )
+    _check_finite(history, "pretraining", settings.learning_rate)
+    return history
+
+
 @dataclass
 class TrainingResult:
     history: dict[str, list[float]]  # loss, accuracy, val_loss, val_accuracy per epoch

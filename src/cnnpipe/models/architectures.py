@@ -532,10 +532,11 @@ def mobilenet_transfer(
 ):
     """Transfer learning: a frozen MobileNetV2 feature extractor and a small new head.
 
-    The backbone is a nested model named ``mobilenetv2_base`` (see :func:`find_backbone`),
-    frozen, and called with ``training=False`` so its BatchNorm layers keep their statistics
-    even after :func:`set_base_trainable` unfreezes it for fine-tuning (the Keras transfer
-    learning guide's recipe). The input is adapted inside the model, so saved models take
+    The backbone is a nested model named ``mobilenetv2_base`` (see :func:`find_backbone`).
+    With pretrained weights it is frozen and called with ``training=False`` so its BatchNorm
+    layers keep their statistics even after :func:`set_base_trainable` unfreezes it for
+    fine-tuning (the Keras transfer learning guide's recipe); with ``weights="none"`` the
+    whole network trains from scratch. The input is adapted inside the model, so saved models take
     the pipeline's images as they are: ``resize`` to ``image_size`` when the size differs,
     ``gray_to_rgb`` for 1-channel input, ``preprocess_input`` from ``value_range`` to [-1, 1].
 
@@ -563,7 +564,10 @@ def mobilenet_transfer(
 
     # Built first: a failing download or a mismatched weights file should fail fast.
     base = _mobilenet_base(image_size, alpha, weights)
-    base.trainable = False
+    pretrained = weights is not None
+    # Pretrained features are kept (frozen, BatchNorm in inference mode); a randomly
+    # initialised base must learn, BatchNorm statistics included, or it is a fixed random map.
+    base.trainable = not pretrained
 
     inputs = _input(input_shape)
     x = augmentation_block(inputs, augmentation, value_range)
@@ -573,7 +577,7 @@ def mobilenet_transfer(
         # Concatenate, not a Lambda: built-in layers save and load without custom_objects.
         x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = rescale_to_symmetric(x, value_range)
-    x = base(x, training=False)
+    x = base(x, training=False) if pretrained else base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)

@@ -1,0 +1,60 @@
+"""Training throughput of each variant in params.yaml (or overrides), for sizing the defaults.
+
+Trains every variant for one epoch on a slice of the processed training split and prints
+images/second and the projected seconds per full epoch. Run after `dvc repro preprocess`:
+
+    python bench/variant_cost.py [--images 6000] [--variants a,b]
+
+Numbers swing +-40% between runs on shared 2-core machines: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from cnnpipe import layout  # noqa: E402
+from cnnpipe.config import load_params  # noqa: E402
+from cnnpipe.io import load_split, read_json  # noqa: E402
+from cnnpipe.preprocessing import Preprocessing  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--variants", default="")
+    args = parser.parse_args()
+
+    from cnnpipe.models import build_model
+    from cnnpipe.training import compile_model, count_parameters, make_dataset, seed_everything
+
+    params = load_params(layout.PARAMS)
+    card = read_json(layout.DATA_CARD)
+    prep = Preprocessing.from_dict(read_json(layout.PREPROCESSING))
+    train = load_split(layout.PROCESSED / "train.npz")
+    x, y = train.images[: args.images], train.labels[: args.images]
+    full = len(train.labels)
+    wanted = [v for v in args.variants.split(",") if v] or list(params.models)
+    print(f"{'variant':24s} {'params':>10s} {'img/s':>8s} {'s/full epoch':>13s}")
+    for name in wanted:
+        variant = params.variant(name)
+        seed_everything(params.seed)
+        hp = {k: v for k, v in variant.hyperparameters.items() if k != "weights"}
+        model = build_model(variant.architecture, prep.input_shape, card["num_classes"],
+                            value_range=prep.value_range, **hp)
+        settings = variant.resolved(params.train)
+        compile_model(model, card["num_classes"], settings.learning_rate)
+        ds = make_dataset(x, y, settings.batch_size)
+        model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
+        start = time.perf_counter()
+        model.fit(ds, epochs=1, verbose=0)
+        rate = len(y) / (time.perf_counter() - start)
+        print(f"{name:24s} {count_parameters(model)[0]:>10d} {rate:>8.0f} {full / rate:>13.1f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
