@@ -33,6 +33,7 @@ dataset:
 
 repro: setup
 	$(RUN) $(BIN)/dvc repro
+	$(BIN)/python scripts/sync_readme.py
 
 test: setup
 	$(RUN) $(BIN)/python -m pytest

@@ -1,39 +1,43 @@
-"""Stage prepare: obtain Fashion-MNIST, verify checksums, split train/val (test stays test).
+"""Stage prepare: read the source named by data.source, check its quality, split it.
+
+Sources: fashion_mnist, mnist, cifar10, cifar100, image_folder, archive. The test split is
+the source's own when it has one, else drawn (data.test_fraction); val is drawn from train.
+The quality report is written even when a threshold stops the stage, since it is what
+explains the failure.
 
 params: seed, data
 """
 
-from pathlib import Path
-
 from cnnpipe import layout
 from cnnpipe.config import load_params
-from cnnpipe.data import fashion_mnist
-from cnnpipe.data.prepare import Split, data_card, prepare_splits
-from cnnpipe.io import save_split, write_json
+from cnnpipe.data.quality import DataQualityError, render_markdown
+from cnnpipe.data.sources import build_dataset
+from cnnpipe.io import save_split, write_csv, write_json, write_text
 from cnnpipe.runner import run
+
+
+def write_quality_reports(report: dict) -> None:
+    write_json(layout.DATA_QUALITY_JSON, report)
+    write_text(layout.DATA_QUALITY_MD, render_markdown(report))
+    if report.get("class_balance"):
+        write_csv(layout.CLASS_BALANCE, report["class_balance"])
+    else:
+        # No splits were drawn; an old table would describe some other data.
+        layout.CLASS_BALANCE.unlink(missing_ok=True)
 
 
 def main() -> None:
     params = load_params(layout.PARAMS)
-    data_cfg = params.data
-    source_cfg = data_cfg.fashion_mnist
-    raw = fashion_mnist.load_fashion_mnist(
-        Path(source_cfg.local_dir), source_cfg.url, Path(source_cfg.download_dir)
-    )
-    data = prepare_splits(
-        Split(raw.train_images, raw.train_labels),
-        Split(raw.test_images, raw.test_labels),
-        fashion_mnist.CLASS_NAMES,
-        val_fraction=data_cfg.val_fraction,
-        seed=params.seed,
-        train_limit=data_cfg.train_limit,
-        test_limit=data_cfg.test_limit,
-    )
-    for name, split in data.splits().items():
+    try:
+        built = build_dataset(params.data, params.seed)
+    except DataQualityError as exc:
+        write_quality_reports(exc.report)
+        raise
+    write_quality_reports(built.report)
+    for name, split in built.prepared.splits().items():
         save_split(layout.PREPARED / f"{name}.npz", split)
-    card = data_card(data, raw.source, raw.checksums, fashion_mnist.LICENSE)
-    write_json(layout.DATA_CARD, card)
-    print(f"prepared {card['sizes']} from {raw.source}")
+    write_json(layout.DATA_CARD, built.card)
+    print(f"prepared {built.card['sizes']} from {built.card['source']}")
 
 
 if __name__ == "__main__":

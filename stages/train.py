@@ -28,9 +28,16 @@ def main(variant_name: str) -> None:
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
+    from cnnpipe.environment import describe_environment
     from cnnpipe.models import build_model, find_backbone
     from cnnpipe.pretraining import ROTATIONS
-    from cnnpipe.training import count_parameters, pretrain_backbone, seed_everything, train_model
+    from cnnpipe.training import (
+        count_parameters,
+        estimate_flops,
+        pretrain_backbone,
+        seed_everything,
+        train_model,
+    )
 
     seed_everything(params.seed)
     hyperparameters = dict(variant.hyperparameters)
@@ -87,9 +94,11 @@ def main(variant_name: str) -> None:
         "best_val_loss": min(result.history["val_loss"]),
         "total_params": total,
         "trainable_params": trainable,
+        "flops_per_image": estimate_flops(model),
         "train_seconds": round(result.train_seconds, 2),
         "train_images_per_second": round(result.images_per_second, 1),
         **pretraining,
+        "environment": describe_environment(),
     })
     for metric in ("accuracy", "loss"):
         write_csv(layout.curve_table(metric, variant_name), curve_rows(result.history, metric))

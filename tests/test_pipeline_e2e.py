@@ -14,6 +14,10 @@ TINY_MODELS = {
         "image_size": 32, "dense_units": 16, "pretrain_epochs": 1,
         "fine_tune_epochs": 1, "fine_tune_layers": 5,
     },
+    "mobilenet_scratch": {
+        "architecture": "mobilenet_transfer", "weights": "none", "alpha": 0.35,
+        "image_size": 32, "dense_units": 16, "epochs": 2,
+    },
 }
 
 
@@ -52,6 +56,8 @@ def test_plots_show_renders_every_declared_plot(repo):
         "plots/curves/loss/simple_cnn.csv",
         "plots/confusion/simple_cnn.csv",
         "plots/images/simple_cnn/training_curves.png",
+        "Accuracy vs parameters",
+        "Accuracy vs training time",
     ):
         assert expected in ids
         assert shown["data"][expected], expected
@@ -67,28 +73,33 @@ def test_pretraining_and_fine_tuning_are_recorded(repo):
     assert metrics["total_params"] == train["total_params"]
 
 
+def test_compare_stage_ranks_every_variant(repo):
+    board = (repo / "reports/leaderboard.md").read_text().strip().splitlines()
+    assert len(board) == 2 + len(TINY_MODELS)
+    transfer = (repo / "reports/transfer.md").read_text()
+    assert "| mobilenet_transfer | mobilenet_scratch | rotation |" in transfer
+    assert (repo / "plots/images/compare/accuracy_vs_cost.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exp_run_records_the_changed_param(repo):
+    dvc(repo, "exp", "run", "-S", "models.simple_cnn.dense_units=12", "--name", "narrow-dense")
+    shown = json.dumps(json.loads(dvc(repo, "exp", "show", "--json").stdout))
+    assert "narrow-dense" in shown
+    dvc(repo, "exp", "apply", "narrow-dense")
+
+
 def test_changing_one_variant_reruns_only_that_variant(repo):
     import yaml
 
+    # Runs last in this module: it leaves the workspace changed.
     params_file = repo / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
+    params = yaml.safe_load(params_file.read_text())
     params["models"]["simple_cnn"]["dense_units"] = 24
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        out = dvc(repo, "repro").stdout
-        assert "Running stage 'train@simple_cnn'" in out
-        assert "Running stage 'evaluate@simple_cnn'" in out
-        assert "Running stage 'train@mobilenet_transfer'" not in out
-        diff = dvc(repo, "params", "diff").stdout
-        assert "models.simple_cnn.dense_units" in diff
-        assert "metrics/simple_cnn.json" in dvc(repo, "metrics", "diff").stdout
-    finally:
-        params_file.write_text(original)
-        dvc(repo, "repro")
-
-
-def test_param_change_reruns_train_and_shows_in_diffs(repo):
-    dvc(repo, "exp", "run", "-S", "train.batch_size=32", "--name", "smaller-batch")  # noqa
-    shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    assert "smaller-batch" in json.dumps(shown)
+    out = dvc(repo, "repro").stdout
+    assert "Running stage 'train@simple_cnn'" in out
+    assert "Running stage 'evaluate@simple_cnn'" in out
+    assert "Running stage 'train@mobilenet_transfer'" not in out
+    assert "Running stage 'train@mobilenet_scratch'" not in out
+    assert "models.simple_cnn.dense_units" in dvc(repo, "params", "diff").stdout
+    assert "metrics/simple_cnn.json" in dvc(repo, "metrics", "diff").stdout

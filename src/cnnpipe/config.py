@@ -44,13 +44,93 @@ class FashionMnistConfig:
     download_dir: str = "data/downloads"
 
 
+def _fraction(value):
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def _image_size(value):
+    if len(value) != 2 or min(value) < 8:
+        return "must be [height, width], each >= 8"
+    return None
+
+
+def _class_list(value):
+    if len(value) < 2:
+        return "must list at least 2 class names (or be null for all classes)"
+    if len(set(value)) != len(value):
+        return "must not list a class twice"
+    return None
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """How image files (data.source image_folder or archive) become one array."""
+
+    image_size: tuple[int, int] = _checked((64, 64), _image_size)  # [height, width]
+    channels: Literal[1, 3] = 3
+    crop_to_aspect_ratio: bool = False
+    max_pixels: int = _checked(50_000_000, _positive)
+
+
+@dataclass(frozen=True)
+class ImageFolderConfig:
+    path: str = "data/images"
+    license: str = "unspecified"
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    path_or_url: str | None = None
+    sha256: str | None = None
+    subdir: str | None = None
+    download_dir: str = "data/downloads"
+    max_extracted_mb: int = _checked(4096, _positive)
+    max_members: int = _checked(200_000, _positive)
+    license: str = "unspecified"
+
+    def __post_init__(self):
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256):
+            raise ConfigError(
+                f"data.archive.sha256 must be 64 hexadecimal digits, got {self.sha256!r}"
+            )
+        url = self.path_or_url or ""
+        if url.startswith(("http://", "https://")) and self.sha256 is None:
+            raise ConfigError(
+                "data.archive.sha256 is required when data.archive.path_or_url is a URL"
+            )
+        if url and "://" in url and not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"data.archive.path_or_url must be a local path or an http(s) URL, got {url!r}"
+            )
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["fashion_mnist"] = "fashion_mnist"
+    source: Literal[
+        "fashion_mnist", "image_folder", "archive", "mnist", "cifar10", "cifar100"
+    ] = "fashion_mnist"
     val_fraction: float = _checked(0.1, _open_fraction)
+    test_fraction: float = _checked(0.2, _open_fraction)  # only for sources without a test split
     train_limit: int = _checked(0, _non_negative)
     test_limit: int = _checked(0, _non_negative)
+    classes: tuple[str, ...] | None = _checked(None, _class_list)
+    min_images_per_class: int = _checked(5, _positive)
+    max_unreadable_fraction: float = _checked(0.05, _fraction)
     fashion_mnist: FashionMnistConfig = field(default_factory=FashionMnistConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    image_folder: ImageFolderConfig = field(default_factory=ImageFolderConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+
+    def __post_init__(self):
+        if self.source == "archive" and self.archive.path_or_url is None:
+            raise ConfigError(
+                "data.archive.path_or_url is required when data.source is archive"
+            )
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(
+                "data.val_fraction + data.test_fraction must be < 1, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
 
 
 @dataclass(frozen=True)
@@ -73,6 +153,11 @@ class TrainConfig:
     learning_rate: float = _checked(0.001, _positive)
     early_stopping_patience: int = _checked(3, _non_negative)
     shuffle_buffer: int = _checked(10000, _positive)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    sort_by: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
 
 
 # Keys of a variant entry that steer training rather than the architecture builder.
@@ -123,6 +208,7 @@ class Params:
     preprocess: PreprocessConfig
     train: TrainConfig
     models: dict[str, VariantConfig]
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def variant(self, name: str) -> VariantConfig:
         if name not in self.models:
@@ -146,7 +232,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of sections")
-    allowed = {"seed", "data", "preprocess", "train", "models"}
+    allowed = {"seed", "data", "preprocess", "train", "models", "compare"}
     _refuse_unknown(raw, allowed, "")
     for key in ("seed", "models"):
         if key not in raw:
@@ -163,6 +249,7 @@ def parse_params(raw: Any) -> Params:
         preprocess=_build(PreprocessConfig, raw.get("preprocess", {}), "preprocess"),
         train=_build(TrainConfig, raw.get("train", {}), "train"),
         models={name: _parse_variant(name, spec) for name, spec in models_raw.items()},
+        compare=_build(CompareConfig, raw.get("compare", {}), "compare"),
     )
 
 
@@ -258,6 +345,21 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _coerce(value, inner[0], key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
+    if origin is tuple:
+        # YAML lists; tuples keep the frozen configs hashable. tuple[X, ...] is any length,
+        # tuple[X, Y] exactly that many.
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            element_hints = [args[0]] * len(value)
+        elif len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {value!r}")
+        else:
+            element_hints = list(args)
+        return tuple(
+            _coerce(item, hint, f"{key}[{i}]")
+            for i, (item, hint) in enumerate(zip(value, element_hints, strict=True))
+        )
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")

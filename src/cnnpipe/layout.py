@@ -48,3 +48,13 @@ def confusion_table(variant: str) -> Path:
 
 def image_dir(variant: str) -> Path:
     return Path("plots/images") / variant
+
+
+REPORTS = Path("reports")
+LEADERBOARD_CSV = REPORTS / "leaderboard.csv"
+LEADERBOARD_MD = REPORTS / "leaderboard.md"
+TRANSFER_MD = REPORTS / "transfer.md"
+COMPARE_IMAGES = Path("plots/images/compare")
+DATA_QUALITY_JSON = REPORTS / "data_quality.json"
+DATA_QUALITY_MD = REPORTS / "data_quality.md"
+CLASS_BALANCE = Path("plots/class_balance.csv")

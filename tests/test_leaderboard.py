@@ -1,0 +1,72 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cnnpipe.leaderboard import leaderboard_rows, to_markdown, transfer_markdown, transfer_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EVALS = {
+    "a": {"accuracy": 0.91, "macro_f1": 0.90, "loss": 0.30, "total_params": 1000},
+    "b": {"accuracy": 0.93, "macro_f1": 0.92, "loss": 0.25, "total_params": 5000},
+    "c": {"accuracy": 0.88, "macro_f1": 0.89, "loss": 0.20, "total_params": 200},
+}
+TRAINS = {
+    "a": {"train_seconds": 10.0, "epochs_run": 3, "flops_per_image": 100},
+    "b": {"train_seconds": 50.0, "epochs_run": 4, "flops_per_image": 900,
+          "pretrain_task": "rotation", "pretrain_seconds": 5.0},
+    "c": {"train_seconds": 5.0, "epochs_run": 2, "flops_per_image": 50},
+}
+
+
+@pytest.mark.parametrize("key, order", [
+    ("accuracy", ["b", "a", "c"]),
+    ("macro_f1", ["b", "a", "c"]),
+    ("loss", ["c", "b", "a"]),
+])
+def test_sorting(key, order):
+    rows = leaderboard_rows(EVALS, TRAINS, sort_by=key)
+    assert [r["variant"] for r in rows] == order
+
+
+def test_markdown_has_a_row_per_variant_with_merged_training_facts():
+    text = to_markdown(leaderboard_rows(EVALS, TRAINS))
+    lines = text.strip().splitlines()
+    assert len(lines) == 2 + 3
+    assert lines[2].startswith("| b | 0.9300 | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |")
+
+
+def test_transfer_rows_pair_pretrained_with_scratch_of_same_architecture():
+    rows = transfer_rows({"a": "x", "b": "mob", "c": "mob"}, {"b": "pretrain", "c": "none"},
+                         EVALS, TRAINS)
+    assert len(rows) == 1
+    assert rows[0]["scratch"] == "c"
+    assert rows[0]["transfer_gain"] == pytest.approx(0.05)
+    assert rows[0]["pretrained_train_seconds"] == 55.0
+    assert "| b | c | rotation | 0.9300 | 0.8800 | +0.0500 | 55 | 5 |" in transfer_markdown(rows)
+
+
+def committed_metrics():
+    evaluations, trainings = {}, {}
+    for path in sorted((ROOT / "metrics").glob("*.json")):
+        evaluations[path.stem] = json.loads(path.read_text())
+        trainings[path.stem] = json.loads((ROOT / "metrics/train" / path.name).read_text())
+    return evaluations, trainings
+
+
+def readme_block(name: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
+    assert match, f"README.md lacks the {name} block"
+    return match.group(1)
+
+
+def test_readme_results_are_generated_from_committed_metrics():
+    evaluations, trainings = committed_metrics()
+    assert evaluations, "no committed metrics"
+    expected = to_markdown(leaderboard_rows(evaluations, trainings))
+    assert (ROOT / "reports/leaderboard.md").read_text() == expected
+    assert readme_block("leaderboard") == expected
+    assert readme_block("transfer") == (ROOT / "reports/transfer.md").read_text()
