@@ -64,3 +64,15 @@ def test_tiny_training_learns_and_reports():
     assert result.epochs_run >= 1 and 1 <= result.best_epoch <= result.epochs_run
     assert max(result.history["val_accuracy"]) > 0.9
     assert model.output_shape == (None, 1)
+
+
+def test_flops_estimate_matches_a_hand_count():
+    from cnnpipe.models import build_model
+    from cnnpipe.training import estimate_flops
+
+    model = build_model("simple_cnn", (28, 28, 1), 10, filters=(4, 8, 8), dense_units=16)
+    conv1 = 26 * 26 * 4 * 9 * 1
+    conv2 = 11 * 11 * 8 * 9 * 4
+    conv3 = 3 * 3 * 8 * 9 * 8
+    dense = 72 * 16 + 16 * 10
+    assert estimate_flops(model) == 2 * (conv1 + conv2 + conv3 + dense)

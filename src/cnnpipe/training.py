@@ -186,3 +186,29 @@ def count_parameters(model) -> tuple[int, int]:
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     total = trainable + sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return total, trainable
+
+
+def estimate_flops(model) -> int:
+    """Multiply-adds x 2 of the conv and dense layers for one image (the bulk of the work).
+
+    Counted from layer shapes, so it is exact for those layers and ignores the cheap ones
+    (BatchNorm, pooling, activations); nested models such as the MobileNetV2 base are included.
+    """
+    import keras
+
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            flops += estimate_flops(layer)
+            continue
+        if not layer.weights:
+            continue
+        out_shape = layer.output.shape
+        kernel = layer.weights[0].shape
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            flops += 2 * int(np.prod(out_shape[1:])) * kernel[0] * kernel[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            flops += 2 * int(np.prod(out_shape[1:])) * kernel[0] * kernel[1] * kernel[2]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * kernel[0] * kernel[1]
+    return int(flops)
