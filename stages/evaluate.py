@@ -1,45 +1,89 @@
-"""Stage evaluate@<variant>: test-set metrics, confusion data and confusion-matrix figure.
+"""Stage evaluate@<variant>: test-set metrics, plot tables and diagnostic figures.
 
 params: none (everything comes from the model card written by train@<variant>)
 """
 
 import sys
+import time
 
 from cnnpipe import layout
 from cnnpipe.evaluation import (
     as_class_probabilities,
-    classification_metrics,
     confusion_counts,
     confusion_rows,
+    extended_metrics,
+    precision_recall_rows,
+    reliability_table,
+    roc_rows,
 )
 from cnnpipe.io import load_split, read_json, write_csv, write_json
-from cnnpipe.plots import plot_confusion_matrix
+from cnnpipe.plots import (
+    plot_confident_mistakes,
+    plot_confusion_matrix,
+    plot_feature_maps,
+    plot_gradcam_grid,
+    plot_prediction_grid,
+    plot_reliability_diagram,
+)
 from cnnpipe.runner import run
+
+GALLERY = 16  # images per figure: enough to spot patterns, few enough to read the titles
+PLOT_TABLES = {
+    "calibration": reliability_table,
+    "roc": roc_rows,
+    "precision_recall": precision_recall_rows,
+}
 
 
 def main(variant_name: str) -> None:
-    from cnnpipe.inference import load_trained_model, predict_outputs
+    from cnnpipe.diagnostics import feature_maps, find_gradcam_layer, gradcam_heatmaps
+    from cnnpipe.inference import load_trained_model, measure_latency, predict_outputs
     from cnnpipe.training import count_parameters
 
     card = read_json(layout.model_card(variant_name))
+    names = card["class_names"]
     test = load_split(layout.PROCESSED / "test.npz")
     model = load_trained_model(card, layout.weights_file(variant_name))
+    start = time.perf_counter()
     outputs = predict_outputs(model, test.images)
+    batch_seconds = time.perf_counter() - start
 
-    metrics = classification_metrics(test.labels, outputs, card["class_names"])
+    metrics = extended_metrics(test.labels, outputs, names)
     # Trainable counts depend on the training phase; metrics/train/<variant>.json has them.
     metrics["total_params"] = count_parameters(model)[0]
     write_json(layout.eval_metrics(variant_name), metrics)
+    # Timings vary run to run, so they live apart from the reproducible metrics above.
+    write_json(layout.speed_metrics(variant_name), {
+        "test_images_per_second": round(len(test.labels) / batch_seconds, 1),
+        "latency_ms_per_image": round(measure_latency(model, test.images[:1]) * 1000, 3),
+    })
 
     predicted = as_class_probabilities(outputs).argmax(axis=1)
-    write_csv(layout.confusion_table(variant_name),
-              confusion_rows(test.labels, predicted, card["class_names"]))
+    write_csv(layout.confusion_table(variant_name), confusion_rows(test.labels, predicted, names))
+    for kind, table in PLOT_TABLES.items():
+        write_csv(layout.plot_table(kind, variant_name), table(test.labels, outputs))
+
+    images = layout.image_dir(variant_name)
     plot_confusion_matrix(
-        confusion_counts(test.labels, predicted, card["num_classes"]), card["class_names"],
-        layout.image_dir(variant_name) / "confusion_matrix.png",
-        title=f"{variant_name}: confusion matrix (row-normalized)",
+        confusion_counts(test.labels, predicted, card["num_classes"]), names,
+        images / "confusion_matrix.png", title=f"{variant_name}: confusion matrix (row-normalized)",
     )
-    print(f"{variant_name}: test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    plot_reliability_diagram(test.labels, outputs, images / "reliability.png",
+                             title=f"{variant_name}: reliability")
+    plot_prediction_grid(test.images, test.labels, outputs, names, images / "predictions.png",
+                         n=GALLERY, title=f"{variant_name}: predictions")
+    plot_confident_mistakes(test.images, test.labels, outputs, names,
+                            images / "confident_mistakes.png", n=GALLERY,
+                            title=f"{variant_name}: most confident mistakes")
+    sample = slice(0, GALLERY)  # the test split's order is fixed: the same images every run
+    layer = find_gradcam_layer(model)
+    heatmaps = gradcam_heatmaps(model, test.images[sample], layer=layer)
+    plot_gradcam_grid(test.images[sample], heatmaps, test.labels[sample], outputs[sample], names,
+                      images / "gradcam.png", title=f"{variant_name}: Grad-CAM at {layer}")
+    plot_feature_maps(feature_maps(model, test.images[0]), images / "feature_maps.png",
+                      image=test.images[0], title=f"{variant_name}: feature maps")
+    print(f"{variant_name}: test accuracy {metrics['accuracy']:.4f}, "
+          f"macro-F1 {metrics['macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def test_repro_writes_metrics_and_plots(repo):
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert set(metrics["per_class"]) == set(json.loads(
         (repo / "data/prepared/data_card.json").read_text())["class_names"])
+    for key in ("top3_accuracy", "weighted_f1", "balanced_accuracy", "ece"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    speed = json.loads((repo / "metrics/speed/simple_cnn.json").read_text())
+    assert speed["latency_ms_per_image"] > 0
     train = json.loads((repo / "metrics/train/simple_cnn.json").read_text())
     assert train["epochs_run"] == 1
     for name in ("training_curves.png", "confusion_matrix.png"):
@@ -56,6 +60,15 @@ def test_plots_show_renders_every_declared_plot(repo):
         "plots/curves/loss/simple_cnn.csv",
         "plots/confusion/simple_cnn.csv",
         "plots/images/simple_cnn/training_curves.png",
+        "plots/calibration/simple_cnn.csv",
+        "plots/roc/simple_cnn.csv",
+        "plots/precision_recall/simple_cnn.csv",
+        "plots/images/simple_cnn/gradcam.png",
+        "plots/images/simple_cnn/feature_maps.png",
+        "plots/images/simple_cnn/predictions.png",
+        "plots/images/simple_cnn/confident_mistakes.png",
+        "plots/images/simple_cnn/reliability.png",
+        "plots/images/mobilenet_transfer/gradcam.png",
         "Accuracy vs parameters",
         "Accuracy vs training time",
     ):

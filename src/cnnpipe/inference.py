@@ -38,3 +38,16 @@ def load_trained_model(card: dict, weights_path: str | Path):
 
 def predict_outputs(model, images: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
     return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+
+
+def measure_latency(model, one_image: np.ndarray, repeats: int = 20) -> float:
+    """Median seconds to classify a single image: what an interactive caller waits."""
+    import time
+
+    model(one_image, training=False)  # first call traces the graph; not part of latency
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(one_image, training=False)
+        timings.append(time.perf_counter() - start)
+    return float(np.median(timings))

@@ -58,3 +58,12 @@ COMPARE_IMAGES = Path("plots/images/compare")
 DATA_QUALITY_JSON = REPORTS / "data_quality.json"
 DATA_QUALITY_MD = REPORTS / "data_quality.md"
 CLASS_BALANCE = Path("plots/class_balance.csv")
+
+
+def plot_table(kind: str, variant: str) -> Path:
+    """Per-variant data behind a DVC plot: calibration, roc, precision_recall."""
+    return Path("plots") / kind / f"{variant}.csv"
+
+
+def speed_metrics(variant: str) -> Path:
+    return Path("metrics/speed") / f"{variant}.json"
