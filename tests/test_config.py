@@ -84,3 +84,69 @@ def test_stage_prints_one_line_and_exits_2_on_bad_params(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: train.epochs must be > 0, got -1"
+
+
+def with_changes(changes: dict):
+    raw = copy.deepcopy(DEFAULTS)
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"data.source": "imagenet"}, "data.source must be one of: fashion_mnist, image_folder, "
+         "archive, mnist, cifar10, cifar100; got 'imagenet'"),
+        ({"data.images.image_size": [4, 64]},
+         "data.images.image_size must be [height, width], each >= 8"),
+        ({"data.images.image_size": 64}, "data.images.image_size must be a list, got 64"),
+        ({"data.images.image_size": [64]}, "data.images.image_size must be a list of 2 values"),
+        ({"data.images.image_size": [64, "x"]}, "data.images.image_size[1] must be an integer"),
+        ({"data.images.channels": 4}, "data.images.channels must be one of: 1, 3"),
+        ({"data.classes": ["cat"]}, "data.classes must list at least 2 class names"),
+        ({"data.classes": ["cat", "cat"]}, "data.classes must not list a class twice"),
+        ({"data.classes": "cat"}, "data.classes must be a list"),
+        ({"data.classes": ["cat", 3]}, "data.classes[1] must be a non-empty string"),
+        ({"data.test_fraction": 0}, "data.test_fraction must be strictly between 0 and 1"),
+        ({"data.val_fraction": 0.5, "data.test_fraction": 0.5},
+         "data.val_fraction + data.test_fraction must be < 1"),
+        ({"data.max_unreadable_fraction": 1.5},
+         "data.max_unreadable_fraction must be between 0 and 1"),
+        ({"data.min_images_per_class": 0}, "data.min_images_per_class must be > 0"),
+        ({"data.source": "archive"},
+         "data.archive.path_or_url is required when data.source is archive"),
+        ({"data.archive.path_or_url": "https://example.org/x.zip"},
+         "data.archive.sha256 is required when data.archive.path_or_url is a URL"),
+        ({"data.archive.path_or_url": "ftp://example.org/x.zip", "data.archive.sha256": "a" * 64},
+         "must be a local path or an http(s) URL"),
+        ({"data.archive.sha256": "abc"}, "data.archive.sha256 must be 64 hexadecimal digits"),
+        ({"data.archive.max_extracted_mb": 0}, "data.archive.max_extracted_mb must be > 0"),
+        ({"data.image_folder.pth": "x"}, "unknown key `data.image_folder.pth`"),
+    ],
+)
+def test_bad_data_source_params_stop_with_one_line(changes, message):
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_changes(changes))
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_data_source_params_are_typed():
+    params = parse_params(with_changes({
+        "data.source": "archive",
+        "data.archive.path_or_url": "https://example.org/pets.tar.gz",
+        "data.archive.sha256": "ab" * 32,
+        "data.classes": ["dog", "cat"],
+        "data.images.image_size": [32, 48],
+    }))
+    assert params.data.classes == ("dog", "cat")
+    assert params.data.images.image_size == (32, 48)
+    assert params.data.images.channels == 3
+    assert params.data.test_fraction == 0.2
+    assert params.data.archive.max_members == 200_000
+    assert parse_params(DEFAULTS).data.classes is None

@@ -1,0 +1,329 @@
+"""The data-quality report: what was read, skipped and duplicated, and how classes balance.
+
+Pure functions over plain records, so every count can be checked without touching a disk.
+The report is a JSON-ready dict; :func:`render_markdown` turns it into the page a person
+reads, :func:`class_balance_rows` into the table DVC draws as a bar chart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnpipe.errors import DataError
+
+SPLIT_ORDER = ("train", "val", "test")
+# Long lists stay readable in the Markdown page; the JSON keeps these many entries too.
+MAX_LISTED = 200
+MAX_SIZES_LISTED = 20
+
+
+class DataQualityError(DataError):
+    """A quality threshold is violated; ``report`` holds the full report so it can be written."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Item:
+    """One decoded image, as the duplicate search sees it."""
+
+    path: str  # relative file path, or "<split>[<index>]" for array sources
+    class_name: str
+    split: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    keep: np.ndarray  # bool per item: False for a copy that is removed
+    summary: dict
+    groups: list[dict]
+
+
+def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
+    """Exact duplicates by content hash; the first copy (train < val < test, then path) is kept.
+
+    With ``remove``, every later copy is dropped: a test image equal to a training image
+    would measure memory, not generalisation, and two equal images in the training pool
+    could land on both sides of the train/val split that is drawn afterwards.
+    """
+    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    order = sorted(range(len(items)), key=lambda i: (rank.get(items[i].split, 99), items[i].path))
+    by_hash: dict[str, list[int]] = {}
+    for index in order:
+        by_hash.setdefault(items[index].sha256, []).append(index)
+    keep = np.ones(len(items), dtype=bool)
+    within = across = conflicts = 0
+    groups = []
+    for digest, members in by_hash.items():
+        if len(members) < 2:
+            continue
+        first = items[members[0]]
+        for index in members[1:]:
+            if items[index].split == first.split:
+                within += 1
+            else:
+                across += 1
+            if remove:
+                keep[index] = False
+        labels = sorted({items[i].class_name for i in members})
+        conflicts += len(labels) > 1
+        groups.append(
+            {
+                "sha256": digest,
+                "kept": _describe(first),
+                "copies": [_describe(items[i]) for i in members[1:]],
+                "classes": labels,
+            }
+        )
+    summary = {
+        "groups": len(groups),
+        "copies": within + across,
+        "within_split": within,
+        "across_splits": across,
+        "label_conflicts": conflicts,
+        "removed": (within + across) if remove else 0,
+        "policy": (
+            "later copies removed (train < val < test, then path order)"
+            if remove
+            else "reported only: the official split is kept as published"
+        ),
+    }
+    return Duplicates(keep=keep, summary=summary, groups=groups)
+
+
+def _describe(item: Item) -> dict:
+    return {"path": item.path, "class": item.class_name, "split": item.split}
+
+
+def image_stats(
+    widths: list[int], heights: list[int], modes: list[str], formats: list[str]
+) -> dict:
+    """Distribution of the original files' sizes, Pillow modes and formats."""
+    sizes = Counter(f"{w}x{h}" for w, h in zip(widths, heights, strict=True))
+    listed = dict(sizes.most_common(MAX_SIZES_LISTED))
+    other = sum(sizes.values()) - sum(listed.values())
+    if other:
+        listed["other"] = other
+    stats = {
+        "count": len(widths),
+        "sizes": listed,
+        "distinct_sizes": len(sizes),
+        "modes": dict(Counter(modes).most_common()),
+        "formats": dict(Counter(formats).most_common()),
+    }
+    if widths:
+        stats["width"] = {"min": int(min(widths)), "max": int(max(widths))}
+        stats["height"] = {"min": int(min(heights)), "max": int(max(heights))}
+    return stats
+
+
+def source_report(
+    *,
+    source: str,
+    class_names: tuple[str, ...],
+    image_files: int,
+    skipped: list[dict],
+    ignored: dict[str, int],
+    ignored_extensions: dict[str, int],
+    originals: dict,
+    duplicates: Duplicates,
+    notes: list[str],
+) -> dict:
+    """Everything known once the source is read, before the splits are drawn."""
+    decoded = image_files - len(skipped)
+    return {
+        "source": source,
+        "class_names": list(class_names),
+        "files": {
+            "image_files": image_files,
+            "decoded": decoded,
+            "skipped": len(skipped),
+            "unreadable_fraction": round(len(skipped) / image_files, 6) if image_files else 0.0,
+            "ignored": dict(sorted(ignored.items())),
+            "ignored_extensions": ignored_extensions,
+        },
+        "skipped": skipped[:MAX_LISTED],
+        "original_images": originals,
+        "duplicates": {
+            **duplicates.summary,
+            "details": duplicates.groups[:MAX_LISTED],
+            "details_not_listed": max(0, len(duplicates.groups) - MAX_LISTED),
+        },
+        "notes": list(notes),
+    }
+
+
+def counts_per_split(
+    labels_by_split: dict[str, np.ndarray], class_names: tuple[str, ...]
+) -> dict[str, dict[str, int]]:
+    return {
+        split: {
+            name: int(n)
+            for name, n in zip(
+                class_names, np.bincount(labels, minlength=len(class_names)), strict=True
+            )
+        }
+        for split, labels in labels_by_split.items()
+    }
+
+
+def class_balance_rows(counts: dict[str, dict[str, int]]) -> list[dict]:
+    """Rows {"class", "split", "count"}: the long format DVC's bar templates plot."""
+    return [
+        {"class": name, "split": split, "count": n}
+        for split in SPLIT_ORDER
+        if split in counts
+        for name, n in counts[split].items()
+    ]
+
+
+def complete_report(
+    report: dict,
+    counts: dict[str, dict[str, int]],
+    min_images_per_class: int,
+    max_unreadable_fraction: float,
+) -> dict:
+    """The report with final per-split counts, the balance table and threshold verdicts."""
+    class_names = report["class_names"]
+    totals = {name: sum(counts[s].get(name, 0) for s in counts) for name in class_names}
+    complete = {
+        **report,
+        "counts": counts,
+        "totals_per_class": totals,
+        "class_balance": class_balance_rows(counts),
+        "thresholds": {
+            "min_images_per_class": min_images_per_class,
+            "max_unreadable_fraction": max_unreadable_fraction,
+        },
+    }
+    complete["problems"] = quality_problems(complete)
+    return complete
+
+
+def quality_problems(report: dict) -> list[str]:
+    problems = []
+    files = report["files"]
+    limit = report["thresholds"]["max_unreadable_fraction"]
+    if files["unreadable_fraction"] > limit:
+        example = report["skipped"][0] if report["skipped"] else None
+        detail = f" (e.g. {example['path']}: {example['reason']})" if example else ""
+        problems.append(
+            f"{files['skipped']} of {files['image_files']} image files "
+            f"({100 * files['unreadable_fraction']:.1f}%) could not be decoded, more than "
+            f"data.max_unreadable_fraction={limit} allows{detail}"
+        )
+    minimum = report["thresholds"]["min_images_per_class"]
+    small = [f"{n} ({c})" for n, c in report["totals_per_class"].items() if c < minimum]
+    if small:
+        problems.append(
+            f"class(es) with fewer than data.min_images_per_class={minimum} usable images: "
+            + ", ".join(small)
+        )
+    train = report["counts"].get("train", {})
+    empty = [n for n in report["class_names"] if train.get(n, 0) == 0]
+    if train and empty and not small:
+        problems.append(f"class(es) without training images: {', '.join(empty)}")
+    return problems
+
+
+def enforce_quality(report: dict, report_hint: str = "reports/data_quality.md") -> None:
+    """DataQualityError (one line, all problems) when the completed report lists problems."""
+    if report.get("problems"):
+        raise DataQualityError(
+            "; ".join(report["problems"]) + f"; details in {report_hint}", report
+        )
+
+
+def render_markdown(report: dict) -> str:
+    """The report as a Markdown page for people (the JSON is for tools)."""
+    files = report["files"]
+    dup = report["duplicates"]
+    lines = [
+        "# Data quality report",
+        "",
+        f"Source: `{report['source']}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| classes | {len(report['class_names'])} |",
+        f"| images found | {files['image_files']} |",
+        f"| decoded | {files['decoded']} |",
+        f"| skipped (unreadable) | {files['skipped']} "
+        f"({100 * files['unreadable_fraction']:.1f}%) |",
+        f"| exact duplicates | {dup['copies']} copies in {dup['groups']} groups, "
+        f"{dup['removed']} removed |",
+        f"| duplicates with conflicting labels | {dup['label_conflicts']} group(s) |",
+        "",
+    ]
+    if report.get("problems"):
+        lines += ["## Problems", ""] + [f"- {p}" for p in report["problems"]] + [""]
+    if "counts" in report:
+        splits = [s for s in SPLIT_ORDER if s in report["counts"]]
+        lines += [
+            "## Images per class and split",
+            "",
+            "| class | " + " | ".join(splits) + " | total |",
+            "|---|" + "---:|" * (len(splits) + 1),
+        ]
+        for name in report["class_names"]:
+            cells = [str(report["counts"][s].get(name, 0)) for s in splits]
+            total = report["totals_per_class"][name]
+            lines.append(f"| {_cell(name)} | " + " | ".join(cells) + f" | {total} |")
+        lines.append("")
+    if report["skipped"]:
+        lines += ["## Skipped files", "", "| file | reason |", "|---|---|"]
+        lines += [f"| {_cell(s['path'])} | {_cell(s['reason'])} |" for s in report["skipped"]]
+        if files["skipped"] > len(report["skipped"]):
+            lines.append(f"| ... | {files['skipped'] - len(report['skipped'])} more |")
+        lines.append("")
+    if files["ignored"]:
+        lines += ["## Files not used", "", "| why | files |", "|---|---:|"]
+        lines += [f"| {why.replace('_', ' ')} | {n} |" for why, n in files["ignored"].items()]
+        if files["ignored_extensions"]:
+            exts = ", ".join(f"{e} ({n})" for e, n in files["ignored_extensions"].items())
+            lines.append(f"| extensions not read | {_cell(exts)} |")
+        lines.append("")
+    originals = report["original_images"]
+    if originals.get("count"):
+        lines += ["## Original images", ""]
+        if "width" in originals:
+            lines.append(
+                f"Width {originals['width']['min']}-{originals['width']['max']} px, "
+                f"height {originals['height']['min']}-{originals['height']['max']} px, "
+                f"{originals['distinct_sizes']} distinct sizes."
+            )
+            lines.append("")
+        for title, key in (("size (WxH)", "sizes"), ("mode", "modes"), ("format", "formats")):
+            lines += [f"| {title} | images |", "|---|---:|"]
+            lines += [f"| {_cell(str(k))} | {n} |" for k, n in originals[key].items()]
+            lines.append("")
+    if dup["groups"]:
+        lines += [
+            "## Exact duplicates",
+            "",
+            f"Policy: {dup['policy']}.",
+            "",
+            "| kept | copies | classes |",
+            "|---|---|---|",
+        ]
+        for group in dup["details"]:
+            kept = f"{group['kept']['split']}: {group['kept']['path']}"
+            copies = "<br>".join(f"{c['split']}: {c['path']}" for c in group["copies"])
+            classes = ", ".join(group["classes"])
+            lines.append(f"| {_cell(kept)} | {_cell(copies)} | {_cell(classes)} |")
+        if dup["details_not_listed"]:
+            lines.append(f"| ... | {dup['details_not_listed']} more groups | |")
+        lines.append("")
+    if report.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
