@@ -1,0 +1,262 @@
+"""The ``cnnpipe`` command: ``cnnpipe <subcommand> ...``.
+
+Each subcommand is a function ``add_<name>_parser(subparsers)`` listed in ``SUBCOMMANDS``; it
+adds its parser and sets ``handler``, a function taking the parsed arguments and returning the
+exit status. Handlers import their heavy modules (TensorFlow) themselves, so ``cnnpipe --help``
+stays fast.
+
+Exit status: 0 success; 1 the command ran but some of its work failed (``predict``: a file
+could not be classified); 2 usage or configuration errors (bad arguments, unknown variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+# Before TensorFlow is imported anywhere: no INFO banner lines in front of the results.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+# What TensorFlow's native code prints at import and device set-up despite
+# TF_CPP_MIN_LOG_LEVEL (absl logs before absl::InitializeLog(); TensorFlow issue #100442):
+# INFO and WARNING lines, and the "no GPU here" errors of a CPU-only machine.
+_NATIVE_NOISE = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"  # seconds are epoch-sized in 2.21
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|E\d{4} .*(?:cuInit|Unable to register \w+ factory))"
+)
+
+
+@contextmanager
+def quiet_native_logs():
+    """Hold back the INFO/WARNING lines TensorFlow's C++ side writes straight to file
+    descriptor 2 while the block runs; whatever else reaches descriptor 2 is written there
+    after the block, in order.
+
+    Does nothing when TF_CPP_MIN_LOG_LEVEL is below 2 (the person asked for those lines) or
+    descriptor 2 is closed.
+    """
+    fd = 2
+    try:
+        level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0"))
+        os.fstat(fd)
+    except (ValueError, OSError):
+        level = 0
+    if level < 2:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().splitlines(keepends=True)
+            kept = b"".join(
+                line for line in lines
+                if not _NATIVE_NOISE.match(line.decode("utf-8", "replace"))
+            )
+            if kept:
+                os.write(fd, kept)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+# --- predict ------------------------------------------------------------------------------
+
+PREDICT_DESCRIPTION = """\
+Classify image files with a trained variant.
+
+Each file is decoded and fitted to what the training data looked like (a colour photo
+becomes grayscale for Fashion-MNIST, and is resized to the prepared images' size), then
+normalized exactly as in training and evaluation. All readable files are classified in one
+batch. For each file the command prints the most probable class, its confidence with a
+feedback band, and the probability of every class:
+
+  super confident   above 90%
+  pretty sure       above 70%
+  I think           above 50%
+  not very sure     otherwise
+
+A file that cannot be classified (missing, empty, not an image, truncated, too large) gets
+an error line on stderr (or an "error" field with --json); the other files are still
+classified.
+
+Exit status: 0 every file classified; 1 at least one file failed; 2 usage or model error
+(for example an unknown variant)."""
+
+PREDICT_EPILOG = """\
+examples:
+  cnnpipe predict shoe.jpg --model simple_cnn
+  cnnpipe predict photos/*.jpg --model residual_cnn --top 3
+  cnnpipe predict shoe.jpg --model simple_cnn --json
+  cnnpipe predict shoe.jpg boot.png --model simple_cnn --gradcam cam.png
+      (writes cam_1.png for shoe.jpg and cam_2.png for boot.png)"""
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify image files with a trained variant",
+        description=PREDICT_DESCRIPTION,
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE",
+        help="image files (JPEG, PNG, BMP, GIF, WebP, TIFF)",
+    )
+    parser.add_argument(
+        "--model", "-m", required=True, metavar="VARIANT",
+        help="the trained variant, a folder under --models-dir holding model_card.json and "
+             "model.weights.h5 (the names under `models:` in params.yaml, e.g. simple_cnn)",
+    )
+    parser.add_argument(
+        "--models-dir", default="models", metavar="DIR",
+        help="where the trained variants are (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top", type=_positive_int, metavar="K",
+        help="show only the K most probable classes (default: every class, most probable "
+             "first); also limits the probabilities in --json",
+    )
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON list instead of text: per file {file, predicted_class, "
+             "confidence, band, probabilities: {class: p}} or {file, error}",
+    )
+    parser.add_argument(
+        "--gradcam", metavar="OUT.png",
+        help="also save a Grad-CAM overlay (where the model looked for its predicted class) "
+             "as PNG: to OUT.png for one IMAGE; for several, to OUT_1.png, OUT_2.png, ... "
+             "numbered by the IMAGE's position on the command line",
+    )
+    parser.add_argument(
+        "--data-card", default="data/prepared/data_card.json", metavar="PATH",
+        help="the prepare stage's data card, read (when it matches the model's classes) for "
+             "optional per-class icons and for how images were fitted to size "
+             "(default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnpipe.predict import (
+        BANDS,
+        can_show,
+        classify_files,
+        format_prediction,
+        load_predictor,
+        prediction_record,
+        save_gradcams,
+    )
+
+    status = EXIT_OK
+    with quiet_native_logs():
+        predictor = load_predictor(args.models_dir, args.model, data_card=args.data_card)
+        predictions, inputs = classify_files(predictor, args.images)
+        if args.gradcam:
+            try:
+                save_gradcams(predictor, predictions, inputs, args.gradcam)
+            except (ValueError, OSError) as exc:
+                print(f"error: Grad-CAM not saved: {exc}", file=sys.stderr)
+                status = EXIT_FAILED
+    if not all(p.ok for p in predictions):
+        status = EXIT_FAILED
+
+    names = predictor.class_names
+    if args.json:
+        records = [prediction_record(p, names, args.top) for p in predictions]
+        print(json.dumps(records, indent=2))
+        return status
+
+    sample = "".join(b.marker for b in BANDS) + "".join(predictor.icons.values())
+    fancy = can_show(sample, getattr(sys.stdout, "encoding", None))
+    for prediction in predictions:
+        if prediction.ok:
+            print(format_prediction(prediction, names, args.top, predictor.icons, fancy))
+        else:
+            sys.stdout.flush()  # keep stdout and stderr lines in file order on a terminal
+            print(f"error: {prediction.file}: {prediction.error}", file=sys.stderr)
+            sys.stderr.flush()
+    failed = sum(not p.ok for p in predictions)
+    if failed:
+        print(f"{failed} of {len(predictions)} files could not be classified", file=sys.stderr)
+    return status
+
+
+# --- the command --------------------------------------------------------------------------
+
+SUBCOMMANDS = [add_predict_parser]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnpipe")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnpipe",
+        description="cnnpipe: a reproducible CNN image-classification pipeline (DVC + Keras). "
+                    "`dvc repro` trains the variants; these commands use them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cnnpipe`` with ``argv`` (default: the process's arguments); the exit status."""
+    from cnnpipe.errors import CnnpipeError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except CnnpipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

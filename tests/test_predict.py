@@ -1,0 +1,403 @@
+"""`cnnpipe predict`: tiny trained-looking variants in tmp_path, no pipeline run needed."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from cnnpipe import cli  # noqa: E402
+from cnnpipe.data.folders import fit_to_size  # noqa: E402
+from cnnpipe.models import build_model  # noqa: E402
+from cnnpipe.predict import (  # noqa: E402
+    BANDS,
+    Prediction,
+    classify_files,
+    confidence_band,
+    format_prediction,
+    gradcam_paths,
+    load_predictor,
+)
+from cnnpipe.preprocessing import Preprocessing, apply_preprocessing  # noqa: E402
+
+CLASSES = ["circle", "square", "stripes"]
+TINY = {"filters": [4, 8, 8], "dense_units": 8}
+PREP = Preprocessing(image_size=(28, 28), channels=1, normalization="unit")
+
+
+def save_variant(models_dir, name, model, class_names, **extra):
+    """What stages/train.py leaves in models/<variant>/ (minus the .keras archive)."""
+    folder = models_dir / name
+    folder.mkdir(parents=True)
+    model.save_weights(folder / "model.weights.h5")
+    card = {
+        "variant": name,
+        "architecture": "simple_cnn",
+        "hyperparameters": TINY,
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "raw_image_shape": [28, 28, 1],
+        "preprocessing": PREP.to_dict(),
+        **extra,
+    }
+    (folder / "model_card.json").write_text(json.dumps(card, indent=2))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A directory laid out like the repository: models/tiny (3 classes), models/binary."""
+    root = tmp_path_factory.mktemp("repo")
+    keras.utils.set_random_seed(0)
+    tiny = build_model("simple_cnn", (28, 28, 1), len(CLASSES), **TINY)
+    binary = build_model("simple_cnn", (28, 28, 1), 2, **TINY)
+    save_variant(root / "models", "tiny", tiny, CLASSES)
+    save_variant(root / "models", "binary", binary, ["cat", "dog"])
+    save_variant(root / "models", "iconic", tiny, CLASSES,
+                 class_icons={"circle": "\N{LARGE BLUE CIRCLE}", "square": "[#]"})
+    return {"root": root, "tiny": tiny, "binary": binary}
+
+
+@pytest.fixture
+def in_repo(repo, monkeypatch):
+    monkeypatch.chdir(repo["root"])
+    return repo
+
+
+def gray_images(count=4, seed=0):
+    """Distinct 28x28 uint8 images: blobs, bars and noise, so the outputs differ."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:28, :28]
+    images = [
+        np.where((yy - 14) ** 2 + (xx - 14) ** 2 < 64, 230, 20),
+        np.where((abs(yy - 14) < 7) & (abs(xx - 14) < 7), 200, 30),
+        np.where(xx % 6 < 3, 255, 0),
+        rng.integers(0, 256, (28, 28)),
+    ][:count]
+    return np.stack(images).astype(np.uint8)[..., None]
+
+
+def write_png(path, pixels):
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(path, "PNG")
+    return str(path)
+
+
+def jpeg_bytes(pixels, quality=95):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A few-byte PNG whose header claims ``width`` x ``height`` (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    idat = b"IDAT" + zlib.compress(b"\x00" * 10)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
+    )
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *argv):
+    code, out, err = run_cli(capsys, *argv, "--json")
+    return code, json.loads(out), err
+
+
+# --- known images are classified as evaluation classifies them ------------------------------
+
+
+def test_known_images_get_the_probabilities_evaluation_gets(in_repo, tmp_path, capsys):
+    images = gray_images()
+    files = [write_png(tmp_path / f"known{i}.png", image) for i, image in enumerate(images)]
+    code, records, err = run_json(capsys, "predict", *files, "--model", "tiny")
+    assert code == 0, err
+    expected = in_repo["tiny"].predict(apply_preprocessing(images, PREP), verbose=0)
+    assert [r["file"] for r in records] == files
+    for record, row in zip(records, expected, strict=True):
+        got = np.array([record["probabilities"][name] for name in CLASSES])
+        np.testing.assert_allclose(got, row, atol=1e-5)
+        assert record["predicted_class"] == CLASSES[int(row.argmax())]
+        assert record["confidence"] == pytest.approx(float(row.max()), abs=1e-5)
+
+
+def test_other_sizes_and_colours_become_what_the_training_data_looked_like(in_repo, tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (100, 80, 3), dtype=np.uint8)
+    jpeg = tmp_path / "photo.jpg"
+    jpeg.write_bytes(jpeg_bytes(rgb))
+    rgba = np.dstack([rgb[:40, :40], np.full((40, 40), 128, np.uint8)])
+    png = write_png(tmp_path / "alpha.png", rgba)
+    predictor = load_predictor("models", "tiny")
+    predictions, inputs = classify_files(predictor, [jpeg, png])
+    assert all(p.ok for p in predictions)
+    # The prepare stage's path for a folder image: Pillow's grayscale, bilinear resize.
+    gray = np.asarray(Image.open(jpeg).convert("L"))[..., None]
+    expected = apply_preprocessing(fit_to_size(gray, (28, 28))[None], PREP)
+    np.testing.assert_array_equal(inputs[0], expected[0])
+    assert inputs.shape == (2, 28, 28, 1)
+
+
+def test_crop_setting_of_a_matching_data_card_is_used(in_repo, tmp_path):
+    wide = np.zeros((28, 84, 1), np.uint8)
+    wide[:, 28:56] = 255  # the centre square is white; stretching would average it away
+    file = write_png(tmp_path / "wide.png", wide)
+    card = tmp_path / "data_card.json"
+    card.write_text(json.dumps({"class_names": CLASSES, "image_shape": [28, 28, 1],
+                                "image_loading": {"crop_to_aspect_ratio": True}}))
+    predictor = load_predictor("models", "tiny", data_card=card)
+    assert predictor.crop_to_aspect_ratio
+    _, inputs = classify_files(predictor, [file])
+    np.testing.assert_allclose(inputs[0], 1.0)
+    other = tmp_path / "other_card.json"
+    other.write_text(json.dumps({"class_names": ["a", "b", "c"], "image_shape": [28, 28, 1],
+                                 "image_loading": {"crop_to_aspect_ratio": True}}))
+    assert not load_predictor("models", "tiny", data_card=other).crop_to_aspect_ratio
+
+
+# --- broken files -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_files(tmp_path):
+    good = write_png(tmp_path / "good.png", gray_images(1)[0])
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    truncated = tmp_path / "cut.jpg"
+    full = jpeg_bytes(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    truncated.write_bytes(full[: len(full) // 2])
+    also_good = tmp_path / "also_good.jpg"
+    also_good.write_bytes(full)
+    missing = tmp_path / "missing.png"
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_header_claiming(9000, 9000))
+    return [good, str(text), str(empty), str(truncated), str(missing), str(huge), str(also_good)]
+
+
+def test_broken_files_get_their_own_errors_and_the_rest_are_classified(
+    in_repo, mixed_files, capsys
+):
+    code, out, err = run_cli(capsys, "predict", *mixed_files, "--model", "tiny")
+    assert code == 1
+    good, text, empty, truncated, missing, huge, also_good = mixed_files
+    assert out.count("\n    ") >= 2 * len(CLASSES)  # a probability line per class, per file
+    assert f"{good}: " in out and f"{also_good}: " in out
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ")[1] for line in errors] == [text, empty, truncated, missing, huge]
+    reasons = ["not an image", "empty file", "truncated", "cannot read", "too large"]
+    assert all(f": {reason}" in line for line, reason in zip(errors, reasons, strict=True))
+    assert "5 of 7 files could not be classified" in err
+
+
+def test_json_output_has_the_fields(in_repo, mixed_files, capsys):
+    code, records, err = run_json(capsys, "predict", *mixed_files, "-m", "tiny")
+    assert code == 1
+    assert err == ""  # in JSON mode the errors are in the records
+    assert [r["file"] for r in records] == mixed_files
+    ok = [r for r in records if "error" not in r]
+    assert [r["file"] for r in ok] == [mixed_files[0], mixed_files[-1]]
+    for record in ok:
+        assert set(record) == {"file", "predicted_class", "confidence", "band", "probabilities"}
+        probabilities = list(record["probabilities"].values())
+        assert list(record["probabilities"]) == sorted(
+            record["probabilities"], key=record["probabilities"].get, reverse=True
+        )
+        assert set(record["probabilities"]) == set(CLASSES)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert record["confidence"] == probabilities[0]
+        assert record["predicted_class"] == next(iter(record["probabilities"]))
+        assert record["band"] == confidence_band(record["confidence"]).name
+    for record in records[1:6]:
+        assert set(record) == {"file", "error"} and record["error"]
+
+
+def test_all_good_files_exit_zero_and_top_limits_the_classes(in_repo, tmp_path, capsys):
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, out, _ = run_cli(capsys, "predict", file, "--model", "tiny", "--top", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{file}: ")
+    code, records, _ = run_json(capsys, "predict", file, "--model", "tiny", "--top", "1")
+    assert code == 0 and len(records[0]["probabilities"]) == 1
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["nope", "../models", ""])
+def test_unknown_variant_is_one_line_and_exit_2(in_repo, tmp_path, capsys, variant):
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, out, err = run_cli(capsys, "predict", file, "--model", variant)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert "available: binary, iconic, tiny" in err
+
+
+def test_missing_models_dir_says_how_to_get_models(in_repo, tmp_path, capsys):
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, _, err = run_cli(capsys, "predict", file, "-m", "tiny", "--models-dir", tmp_path / "x")
+    assert code == 2 and "dvc repro" in err and len(err.strip().splitlines()) == 1
+
+
+def test_weights_of_another_model_are_a_one_line_error(in_repo, tmp_path, capsys):
+    models = tmp_path / "models"
+    save_variant(models, "tiny", in_repo["tiny"], CLASSES)
+    card = json.loads((models / "tiny" / "model_card.json").read_text())
+    card["hyperparameters"] = {"filters": [8, 8, 8], "dense_units": 8}
+    (models / "tiny" / "model_card.json").write_text(json.dumps(card))
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, _, err = run_cli(capsys, "predict", file, "-m", "tiny", "--models-dir", models)
+    assert code == 2 and err.startswith("error: cannot load") and len(err.strip().splitlines()) == 1
+
+
+def test_binary_model_gives_two_class_probabilities(in_repo, tmp_path, capsys):
+    images = gray_images(3)
+    files = [write_png(tmp_path / f"b{i}.png", image) for i, image in enumerate(images)]
+    code, records, _ = run_json(capsys, "predict", *files, "--model", "binary")
+    assert code == 0
+    p_dog = in_repo["binary"].predict(apply_preprocessing(images, PREP), verbose=0)[:, 0]
+    for record, p in zip(records, p_dog, strict=True):
+        assert record["probabilities"]["dog"] == pytest.approx(p, abs=1e-5)
+        assert record["probabilities"]["cat"] == pytest.approx(1 - p, abs=1e-5)
+        assert record["predicted_class"] == ("dog" if p > 0.5 else "cat")
+    code, out, _ = run_cli(capsys, "predict", files[0], "--model", "binary")
+    assert code == 0 and "cat" in out and "dog" in out
+
+
+# --- what a person reads ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "confidence, band",
+    [
+        (0.95, "super confident"),
+        (0.8, "pretty sure"),
+        (0.6, "I think"),
+        (0.4, "not very sure"),
+        (0.9, "pretty sure"),  # the tutorial says "above"
+        (0.7, "I think"),
+        (0.5, "not very sure"),
+        (1.0, "super confident"),
+    ],
+)
+def test_confidence_bands(confidence, band):
+    assert confidence_band(confidence).name == band
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8, 0.6, 0.4])
+def test_text_shows_the_band_marker_and_every_class(confidence):
+    rest = (1 - confidence) / 2
+    prediction = Prediction("x.png", np.array([rest, confidence, rest]))
+    band = confidence_band(confidence)
+    text = format_prediction(prediction, tuple(CLASSES))
+    first, *classes = text.splitlines()
+    assert first == f"x.png: {band.marker} {band.name}: square ({confidence:.1%})"
+    assert [line.split()[0] for line in classes][0] == "square"
+    assert len(classes) == 3
+    plain = format_prediction(prediction, tuple(CLASSES), top=1, fancy=False)
+    assert plain.isascii() and band.ascii_marker in plain and len(plain.splitlines()) == 2
+
+
+def test_every_band_has_its_own_marker():
+    assert len({b.marker for b in BANDS}) == len({b.ascii_marker for b in BANDS}) == len(BANDS)
+
+
+def test_class_icons_from_the_model_card(in_repo, tmp_path, capsys):
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, out, _ = run_cli(capsys, "predict", file, "--model", "iconic")
+    assert code == 0
+    assert "\N{LARGE BLUE CIRCLE} circle" in out and "[#] square" in out
+    assert "stripes" in out  # a class without an icon is shown by name
+    code, records, _ = run_json(capsys, "predict", file, "--model", "iconic")
+    assert set(records[0]["probabilities"]) == set(CLASSES)  # JSON keys stay the class names
+
+
+# --- Grad-CAM -----------------------------------------------------------------------------
+
+
+def test_gradcam_paths():
+    assert gradcam_paths("out/cam.png", 1) == [Path("out/cam.png")]
+    assert [p.name for p in gradcam_paths("out/cam.png", 3)] == ["cam_1.png", "cam_2.png",
+                                                                  "cam_3.png"]
+    assert gradcam_paths("out/cam", 2)[1].name == "cam_2.png"
+
+
+def test_gradcam_writes_png_overlays(in_repo, tmp_path, capsys):
+    images = gray_images(2)
+    files = [write_png(tmp_path / f"g{i}.png", image) for i, image in enumerate(images)]
+    broken = tmp_path / "broken.png"
+    broken.write_text("no")
+    out = tmp_path / "cams" / "cam.png"
+    code, _, err = run_cli(capsys, "predict", files[0], "-m", "tiny", "--gradcam", out)
+    assert code == 0, err
+    with Image.open(out) as overlay:
+        assert overlay.format == "PNG" and overlay.mode == "RGB"
+        assert min(overlay.size) >= 224
+    code, records, _ = run_json(capsys, "predict", files[0], broken, files[1], "-m", "tiny",
+                                "--gradcam", out)
+    assert code == 1
+    # Numbered by position on the command line: the broken second file leaves a gap.
+    assert records[0]["gradcam"] == str(tmp_path / "cams" / "cam_1.png")
+    assert records[2]["gradcam"] == str(tmp_path / "cams" / "cam_3.png")
+    assert not (tmp_path / "cams" / "cam_2.png").exists()
+    for record in (records[0], records[2]):
+        with Image.open(record["gradcam"]) as overlay:
+            assert overlay.format == "PNG"
+
+
+# --- the command itself -------------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["predict"]) == 2
+    assert cli.main(["predict", "x.png", "-m", "tiny", "--top", "0"]) == 2
+    assert cli.main(["predict", "--help"]) == 0
+    assert "--gradcam" in capsys.readouterr().out
+
+
+def test_help_runs_without_tensorflow():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnpipe.cli", "predict", "--help"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "super confident" in result.stdout and "--models-dir" in result.stdout
+    probe = ("import sys, cnnpipe.cli as c; c.build_parser(); "
+             "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_tensorflow_noise_is_held_back_and_other_stderr_kept(capfd, monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    with cli.quiet_native_logs():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n"
+                    b"I0000 00:00:1795602920.922367   23075 port.cc:153] oneDNN custom\n"
+                    b"E0000 00:00:1795602876.231986   22644 cuda_platform.cc:52] failed "
+                    b"call to cuInit: INTERNAL\n"
+                    b"something that matters\n")
+    assert capfd.readouterr().err == "something that matters\n"
