@@ -6,6 +6,8 @@ params: none (everything comes from the model card written by train@<variant>)
 import sys
 import time
 
+import numpy as np
+
 from cnnpipe import layout
 from cnnpipe.evaluation import (
     as_class_probabilities,
@@ -70,12 +72,15 @@ def main(variant_name: str) -> None:
     )
     plot_reliability_diagram(test.labels, outputs, images / "reliability.png",
                              title=f"{variant_name}: reliability")
-    plot_prediction_grid(test.images, test.labels, outputs, names, images / "predictions.png",
-                         n=GALLERY, title=f"{variant_name}: predictions")
+    # Evenly spaced over the test split, whose order is fixed: the same images every run, and
+    # every class even when a folder source stored the split sorted by class.
+    sample = np.linspace(0, len(test.labels) - 1, min(GALLERY, len(test.labels))).astype(int)
+    plot_prediction_grid(test.images[sample], test.labels[sample], outputs[sample], names,
+                         images / "predictions.png", n=GALLERY,
+                         title=f"{variant_name}: predictions")
     plot_confident_mistakes(test.images, test.labels, outputs, names,
                             images / "confident_mistakes.png", n=GALLERY,
                             title=f"{variant_name}: most confident mistakes")
-    sample = slice(0, GALLERY)  # the test split's order is fixed: the same images every run
     layer = find_gradcam_layer(model)
     heatmaps = gradcam_heatmaps(model, test.images[sample], layer=layer)
     plot_gradcam_grid(test.images[sample], heatmaps, test.labels[sample], outputs[sample], names,

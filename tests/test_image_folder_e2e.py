@@ -12,7 +12,7 @@ from pipeline_repo import ROOT, dvc, make_tiny_repo, run
 pytestmark = pytest.mark.slow
 
 CLASSES = ("circle", "square", "stripes")
-PER_CLASS = 100
+PER_CLASS = 70
 
 
 def draw(kind: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
