@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,4 +71,30 @@ def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
     run(dest, "git", "add", "-A")
     # DVCLive refuses to run in a repository without a commit.
     run(dest, "git", "commit", "-qm", "tiny pipeline")
+    return dest
+
+
+# The smallest useful pipeline: one narrow variant (tests of DVC bookkeeping, not of models).
+ONE_TINY_VARIANT = {
+    "simple_cnn": {"architecture": "simple_cnn", "filters": [4, 8, 8], "dense_units": 8},
+}
+_BASELINES: dict[str, Path] = {}
+
+
+def committed_tiny_repo(tmp_path_factory, models: dict[str, dict], name: str = "tiny") -> Path:
+    """A fresh copy of a tiny repo on which ``dvc repro`` ran, results committed (``HEAD``).
+
+    The first call for a set of models pays for the run; later calls in the same pytest
+    process (any test module) only copy it, so modules that each need a reproduced baseline
+    to change do not each train it again.
+    """
+    key = json.dumps(models, sort_keys=True)
+    if key not in _BASELINES:
+        base = make_tiny_repo(tmp_path_factory.mktemp("baseline"), models)
+        dvc(base, "repro")
+        run(base, "git", "add", "-A")
+        run(base, "git", "commit", "-qm", "baseline results")
+        _BASELINES[key] = base
+    dest = tmp_path_factory.mktemp(name) / "repo"
+    shutil.copytree(_BASELINES[key], dest, symlinks=True)
     return dest

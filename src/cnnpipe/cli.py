@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from cnnpipe.report import add_report_parser
+
 # Before TensorFlow is imported anywhere: no INFO banner lines in front of the results.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -211,7 +213,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # --- the command --------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_predict_parser]
+SUBCOMMANDS = [add_predict_parser, add_report_parser]
 
 
 def _version() -> str:
