@@ -1,9 +1,8 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from fixtures import png_header_claiming
 from PIL import Image
 
 from cnnpipe.data import decode
@@ -128,17 +127,6 @@ def test_animated_gif_gives_the_first_frame():
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
     assert decode_image(buffer.getvalue())[0, 0].tolist() == [255, 0, 0]
 
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` x ``height`` but holds almost no data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    idat = b"IDAT" + zlib.compress(b"\x00" * 10)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

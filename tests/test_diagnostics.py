@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from fixtures import TINY_HYPERPARAMETERS  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
@@ -45,18 +46,9 @@ from cnnpipe.plots import (  # noqa: E402
 
 # Tiny widths (as in test_models.py) so each build and Grad-CAM pass takes well under a
 # second; MobileNet sees 64x64 so its last feature map is 2x2 rather than a single cell.
-TINY = {
-    "simple_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "regularized_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "overfit_cnn": {"filters": (8, 8), "dense_units": 16},
-    "bn_gap_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "residual_cnn": {
-        "stem_filters": 4, "residual_filters": 8, "block_filters": (8, 8), "dense_units": 8,
-    },
-    "inception_attention": {"stem_filters": 8, "inception_filters": (8, 16), "attention_ratio": 4},
-    "augmented_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "mobilenet_transfer": {"alpha": 0.35, "image_size": 64, "dense_units": 8},
-}
+# A 64-pixel MobileNet keeps a 2x2 last feature map, so its heatmaps are not a single cell.
+TINY = {**TINY_HYPERPARAMETERS,
+        "mobilenet_transfer": {**TINY_HYPERPARAMETERS["mobilenet_transfer"], "image_size": 64}}
 
 EXPECTED_GRADCAM_LAYER = {
     "simple_cnn": "conv3",

@@ -9,6 +9,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from fixtures import TINY_HYPERPARAMETERS
 
 from cnnpipe.models import (
     ModelConfigError,
@@ -33,19 +34,7 @@ EXPECTED = {
 }
 
 # Tiny widths so each build and forward pass takes milliseconds on a 2-core CPU.
-TINY = {
-    "simple_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "regularized_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "overfit_cnn": {"filters": (8, 8), "dense_units": 16},
-    "bn_gap_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    # residual_filters != stem_filters exercises the projection shortcut.
-    "residual_cnn": {
-        "stem_filters": 4, "residual_filters": 8, "block_filters": (8, 8), "dense_units": 8,
-    },
-    "inception_attention": {"stem_filters": 8, "inception_filters": (8, 16), "attention_ratio": 4},
-    "augmented_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "mobilenet_transfer": {"alpha": 0.35, "image_size": 32, "dense_units": 8},
-}
+TINY = TINY_HYPERPARAMETERS
 
 FULL_AUGMENTATION = {
     "flip": "horizontal_and_vertical",

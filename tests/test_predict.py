@@ -5,10 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -16,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from fixtures import png_header_claiming  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnpipe import cli  # noqa: E402
@@ -98,17 +97,6 @@ def jpeg_bytes(pixels, quality=95):
     Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
 
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A few-byte PNG whose header claims ``width`` x ``height`` (a decompression bomb)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    idat = b"IDAT" + zlib.compress(b"\x00" * 10)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
-    )
 
 
 def run_cli(capsys, *argv):
