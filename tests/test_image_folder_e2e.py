@@ -70,7 +70,8 @@ def test_every_variant_trains_on_the_folder(repo):
         assert metrics["num_test_images"] == card["sizes"]["test"], name
         assert set(metrics["per_class"]) == set(CLASSES), name
     quality = json.loads((repo / "reports/data_quality.json").read_text())
-    assert quality  # the report exists for folder sources
+    assert quality["files"]["decoded"] == 3 * PER_CLASS
+    assert quality["files"]["skipped"] == 0
 
 
 def test_remote_round_trip_gives_the_same_model(repo, tmp_path):

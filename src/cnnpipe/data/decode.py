@@ -188,7 +188,3 @@ def _with_channels(pixels: np.ndarray, channels: int | None) -> np.ndarray:
     # ITU-R 601 luma, the same weights as Pillow's convert("L"), so either path agrees.
     gray = Image.fromarray(pixels).convert("L")
     return np.asarray(gray)[..., None].copy()
-
-
-def is_image_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
