@@ -38,8 +38,12 @@ def main(variant_name: str) -> None:
         seed_everything,
         train_model,
     )
+    from cnnpipe.sampling import labelled_subset
 
     seed_everything(params.seed)
+    # Pretraining uses every training image (its task ignores the labels); the target task
+    # learns from at most `train_images` labelled ones.
+    labelled = train.take(labelled_subset(train.labels, variant.train_images, params.seed))
     hyperparameters = dict(variant.hyperparameters)
     if isinstance(hyperparameters.get("augmentation"), dict):
         hyperparameters["augmentation"] = {"seed": params.seed, **hyperparameters["augmentation"]}
@@ -70,7 +74,7 @@ def main(variant_name: str) -> None:
     # dvcyaml=False: dvc.yaml declares the plots itself; a stage must not rewrite it.
     with Live(str(layout.live_dir(variant_name)), dvcyaml=False, save_dvc_exp=False) as live:
         result = train_model(
-            model, train.images, train.labels, val.images, val.labels, card["num_classes"],
+            model, labelled.images, labelled.labels, val.images, val.labels, card["num_classes"],
             variant, settings, params.seed, callbacks=[DVCLiveCallback(live=live)],
         )
 
@@ -89,6 +93,7 @@ def main(variant_name: str) -> None:
     })
     total, trainable = count_parameters(model)
     write_json(layout.train_metrics(variant_name), {
+        "train_images": len(labelled),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(result.history["val_loss"]),

@@ -1,4 +1,5 @@
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def test_committed_params_load():
         ("models.simple_cnn.architecture", "resnet9000", "Known"),
         ("models.simple_cnn.filterz", [8, 8, 8], "filterz"),
         ("models.simple_cnn.epochs", 0, "models.simple_cnn.epochs must be > 0"),
+        ("models.simple_cnn.train_images", -5, "models.simple_cnn.train_images must be >= 0"),
         ("models.Bad-Name", {"architecture": "simple_cnn"}, "lower-case identifiers"),
     ],
 )
@@ -150,3 +152,28 @@ def test_data_source_params_are_typed():
     assert params.data.test_fraction == 0.2
     assert params.data.archive.max_members == 200_000
     assert parse_params(DEFAULTS).data.classes is None
+
+
+def full_profile_overrides() -> list[tuple[str, object]]:
+    """The `-S key=value` pairs of the README's `dvc exp run -n full` command."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("dvc exp run -n full"):]
+    block = block[: block.index("```")]
+    pairs = re.findall(r"-S '?([\w.]+)=([^'\s]+)'?", block)
+    return [(key, yaml.safe_load(value)) for key, value in pairs]
+
+
+def test_readme_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
+    overrides = full_profile_overrides()
+    raw = copy.deepcopy(DEFAULTS)
+    for key, value in overrides:
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]  # a KeyError here is a README typo
+        node[leaf] = value
+    params = parse_params(raw)
+    for name, variant in params.models.items():
+        target_epochs = variant.resolved(params.train).epochs + variant.fine_tune_epochs
+        assert target_epochs >= 30, name
+        assert variant.train_images == 0, name

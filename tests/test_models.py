@@ -242,6 +242,8 @@ def test_common_argument_errors(name, override, received):
         ("regularized_cnn", {"conv_dropout": 1.5}, "Received `conv_dropout=1.5`"),
         ("bn_gap_cnn", {"dropout": 1.0}, "Received `dropout=1.0`"),
         ("residual_cnn", {"stem_kernel": True}, "Received `stem_kernel=True`"),
+        ("residual_cnn", {"stem_strides": 0}, "Received `stem_strides=0`"),
+        ("inception_attention", {"stem_strides": 0}, "Received `stem_strides=0`"),
         ("inception_attention", {"attention_ratio": 0}, "Received `attention_ratio=0`"),
         ("mobilenet_transfer", {"image_size": 16}, "Received `image_size=16`"),
         ("mobilenet_transfer", {"alpha": -1}, "Received `alpha=-1`"),
@@ -252,6 +254,12 @@ def test_common_argument_errors(name, override, received):
 def test_builder_specific_errors(name, hyperparameters, received):
     with pytest.raises(ModelConfigError, match=received):
         build_model(name, (32, 32, 3), 10, **{**TINY[name], **hyperparameters})
+
+
+@pytest.mark.parametrize("name", ["residual_cnn", "inception_attention"])
+def test_strided_stem_halves_the_resolution(name):
+    model = build_model(name, (32, 32, 1), 10, **{**TINY[name], "stem_strides": 2})
+    assert model.get_layer("stem_relu").output.shape[1:3] == (16, 16)
 
 
 def test_too_small_input_for_the_pooling_depth():

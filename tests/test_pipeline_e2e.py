@@ -12,11 +12,11 @@ TINY_MODELS = {
     "mobilenet_transfer": {
         "architecture": "mobilenet_transfer", "weights": "pretrain", "alpha": 0.35,
         "image_size": 32, "dense_units": 16, "pretrain_epochs": 1,
-        "fine_tune_epochs": 1, "fine_tune_layers": 5,
+        "fine_tune_epochs": 1, "fine_tune_layers": 5, "train_images": 100,
     },
     "mobilenet_scratch": {
         "architecture": "mobilenet_transfer", "weights": "none", "alpha": 0.35,
-        "image_size": 32, "dense_units": 16, "epochs": 2,
+        "image_size": 32, "dense_units": 16, "epochs": 2, "train_images": 100,
     },
 }
 
@@ -81,6 +81,9 @@ def test_pretraining_and_fine_tuning_are_recorded(repo):
     assert train["pretrain_task"] == "rotation"
     assert train["pretrain_epochs_run"] == 1
     assert train["epochs_run"] == 2  # one head epoch, one fine-tuning epoch
+    assert train["train_images"] == 100  # the labelled budget; pretraining saw all 360
+    assert json.loads(
+        (repo / "metrics/train/simple_cnn.json").read_text())["train_images"] == 360
     assert train["trainable_params"] < train["total_params"]
     metrics = json.loads((repo / "metrics/mobilenet_transfer.json").read_text())
     assert metrics["total_params"] == train["total_params"]

@@ -170,6 +170,7 @@ _VARIANT_TRAINING_KEYS = {
     "fine_tune_epochs",
     "fine_tune_lr_factor",
     "pretrain_epochs",
+    "train_images",
 }
 
 
@@ -185,6 +186,7 @@ class VariantConfig:
     fine_tune_epochs: int = 0
     fine_tune_lr_factor: float = 0.1
     pretrain_epochs: int = 3
+    train_images: int = 0  # labelled training images this variant sees; 0 = the whole split
 
     @property
     def pretrains(self) -> bool:
@@ -274,6 +276,7 @@ def _parse_variant(name: Any, spec: Any) -> VariantConfig:
         "fine_tune_epochs": _non_negative,
         "fine_tune_lr_factor": _positive,
         "pretrain_epochs": _positive,
+        "train_images": _non_negative,
     }
     for key, check in checks.items():
         value = getattr(variant, key)

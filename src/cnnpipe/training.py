@@ -118,6 +118,8 @@ def _fit_phase(model, train_ds, val_ds, epochs, initial_epoch, patience, callbac
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         callbacks=stop + list(callbacks),
+        # The dataset shuffles itself (seeded); Keras warns if asked to shuffle a tf.data input.
+        shuffle=False,
         verbose=2,
     )
     return {key: [float(v) for v in values] for key, values in fit.history.items()}

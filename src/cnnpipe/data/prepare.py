@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnpipe.errors import DataError
+from cnnpipe.sampling import stratified_pick
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,6 @@ class PreparedData:
 
     def splits(self) -> dict[str, Split]:
         return {"train": self.train, "val": self.val, "test": self.test}
-
-
-def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices of about ``fraction`` of each class (at least one per class), sorted."""
-    picked = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        count = max(1, int(round(len(members) * fraction)))
-        picked.append(rng.permutation(members)[:count])
-    return np.sort(np.concatenate(picked))
 
 
 def prepare_splits(

@@ -18,7 +18,7 @@ from cnnpipe.data import archive as archive_lib
 from cnnpipe.data import fashion_mnist
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
 from cnnpipe.data.folders import decode_files, scan_image_folder
-from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits, stratified_pick
+from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits
 from cnnpipe.data.quality import (
     DataQualityError,
     Item,
@@ -30,6 +30,7 @@ from cnnpipe.data.quality import (
     source_report,
 )
 from cnnpipe.errors import DataError
+from cnnpipe.sampling import stratified_pick
 
 KERAS_SOURCES = ("mnist", "cifar10", "cifar100")
 FILE_SOURCES = ("image_folder", "archive")

@@ -68,11 +68,12 @@ def _check_common(input_shape, num_classes, augmentation, value_range):
     )
 
 
-def _conv_bn_relu(x, filters, kernel_size, prefix, suffix=""):
+def _conv_bn_relu(x, filters, kernel_size, prefix, suffix="", strides=1):
     """Same-padded Conv-BN-ReLU named ``{prefix}conv{suffix}``, ``..bn..``, ``..relu..``."""
     # No bias: the following BatchNormalization's beta plays that role.
     x = layers.Conv2D(
-        filters, kernel_size, padding="same", use_bias=False, name=f"{prefix}conv{suffix}"
+        filters, kernel_size, strides=strides, padding="same", use_bias=False,
+        name=f"{prefix}conv{suffix}",
     )(x)
     x = layers.BatchNormalization(name=f"{prefix}bn{suffix}")(x)
     return layers.ReLU(name=f"{prefix}relu{suffix}")(x)
@@ -286,6 +287,7 @@ def residual_cnn(
     value_range=DEFAULT_VALUE_RANGE,
     stem_filters=64,
     stem_kernel=3,
+    stem_strides=1,
     residual_filters=64,
     block_filters=(128, 256),
     kernel_size=3,
@@ -295,7 +297,8 @@ def residual_cnn(
     """The tutorial's medical image analyzer: a stem, one residual block, then VGG blocks.
 
     Layers: ``stem_conv/bn/relu`` (``stem_kernel``, 3 suits small images where ResNet uses
-    7); ``res_conv1/bn1/relu1/conv2/bn2``, a 1x1 ``res_shortcut`` (+``res_shortcut_bn``) only
+    7; ``stem_strides`` 2 halves the resolution as ResNet's stem does);
+    ``res_conv1/bn1/relu1/conv2/bn2``, a 1x1 ``res_shortcut`` (+``res_shortcut_bn``) only
     when ``residual_filters`` differs from ``stem_filters``, ``res_add``, ``res_relu``; one
     ``block{i}_`` (two Conv-BN-ReLU and a 2x2 pool) per width in ``block_filters``; ``gap``,
     ``dense`` (relu), ``dropout`` and the head.
@@ -305,6 +308,7 @@ def residual_cnn(
     )
     stem_filters = check_positive_int("stem_filters", stem_filters)
     stem_kernel = check_positive_int("stem_kernel", stem_kernel)
+    stem_strides = check_positive_int("stem_strides", stem_strides)
     residual_filters = check_positive_int("residual_filters", residual_filters)
     block_filters = check_widths("block_filters", block_filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
@@ -313,7 +317,7 @@ def residual_cnn(
 
     inputs = _input(input_shape)
     x = augmentation_block(inputs, augmentation, value_range)
-    x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_")
+    x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_", strides=stem_strides)
     x = _residual_block(x, residual_filters, kernel_size)
     for i, width in enumerate(block_filters, start=1):
         x = _vgg_block(x, width, kernel_size, i, input_shape)
@@ -370,6 +374,7 @@ def inception_attention(
     value_range=DEFAULT_VALUE_RANGE,
     stem_filters=32,
     stem_kernel=3,
+    stem_strides=1,
     inception_filters=(32, 64),
     attention_ratio=8,
     dropout=0.4,
@@ -377,7 +382,8 @@ def inception_attention(
     """Inception modules, each followed by channel attention.
 
     Args:
-        stem_filters, stem_kernel: the ``stem_conv/bn/relu`` layer (same padding).
+        stem_filters, stem_kernel, stem_strides: the ``stem_conv/bn/relu`` layer (same
+            padding; ``stem_strides`` 2 halves the resolution the modules work at).
         inception_filters: one inception module per entry, the entry being the module's
             base width w; branches are 1x1 (w), 1x1 (3w/2) -> 3x3 (2w), 1x1 (w/4) -> 5x5
             (w/2) and 3x3 max-pool -> 1x1 (w/2) (GoogLeNet module 3a's ratios), concatenated
@@ -393,13 +399,14 @@ def inception_attention(
     )
     stem_filters = check_positive_int("stem_filters", stem_filters)
     stem_kernel = check_positive_int("stem_kernel", stem_kernel)
+    stem_strides = check_positive_int("stem_strides", stem_strides)
     inception_filters = check_widths("inception_filters", inception_filters)
     attention_ratio = check_positive_int("attention_ratio", attention_ratio)
     dropout = check_rate("dropout", dropout)
 
     inputs = _input(input_shape)
     x = augmentation_block(inputs, augmentation, value_range)
-    x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_")
+    x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_", strides=stem_strides)
     for i, width in enumerate(inception_filters, start=1):
         if i > 1:
             x = _max_pool(x, f"pool{i - 1}", input_shape)
