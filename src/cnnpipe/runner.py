@@ -66,7 +66,10 @@ def quiet_native_logs():
 def run(main, *args) -> None:
     """Call ``main``; a :class:`CnnpipeError` becomes ``error: ...`` on stderr and exit 2."""
     with quiet_native_logs():
-        import tensorflow  # noqa: F401  (imported here so its start-up chatter is filtered)
+        import tensorflow  # imported here so its start-up chatter is filtered
+
+        # Device discovery is where a CPU-only machine logs its "failed call to cuInit".
+        tensorflow.config.list_physical_devices()
     try:
         main(*args)
     except CnnpipeError as exc:
