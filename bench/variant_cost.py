@@ -3,7 +3,10 @@
 Trains every variant for one epoch on a slice of the processed training split and prints
 images/second and the projected seconds per full epoch. Run after `dvc repro preprocess`:
 
-    python bench/variant_cost.py [--images 6000] [--variants a,b]
+    python bench/variant_cost.py [--images 6000] [--variants a,b] [--set KEY=VALUE ...]
+
+--set changes params.yaml in memory, as `dvc exp run -S` would, e.g.
+`--set models.residual_cnn.stem_strides=1` to time the unstrided stem.
 
 Numbers swing +-40% between runs on shared 2-core machines: compare within one run.
 """
@@ -16,8 +19,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import yaml  # noqa: E402
+
 from cnnpipe import layout  # noqa: E402
-from cnnpipe.config import load_params  # noqa: E402
+from cnnpipe.config import parse_params, with_overrides  # noqa: E402
 from cnnpipe.io import load_split, read_json  # noqa: E402
 from cnnpipe.preprocessing import Preprocessing  # noqa: E402
 
@@ -26,12 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--variants", default="")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
     from cnnpipe.models import build_model
     from cnnpipe.training import compile_model, count_parameters, make_dataset, seed_everything
 
-    params = load_params(layout.PARAMS)
+    overrides = [(key, yaml.safe_load(value))
+                 for key, _, value in (assignment.partition("=") for assignment in args.set)]
+    params = parse_params(with_overrides(yaml.safe_load(layout.PARAMS.read_text()), overrides))
     card = read_json(layout.DATA_CARD)
     prep = Preprocessing.from_dict(read_json(layout.PREPROCESSING))
     train = load_split(layout.PROCESSED / "train.npz")

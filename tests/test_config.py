@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnpipe.config import load_params, parse_params
+from cnnpipe.config import load_params, parse_params, with_overrides
 from cnnpipe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +154,14 @@ def test_data_source_params_are_typed():
     assert parse_params(DEFAULTS).data.classes is None
 
 
+def test_overrides_set_nested_keys_and_refuse_missing_sections():
+    changed = with_overrides(DEFAULTS, [("models.simple_cnn.dense_units", 12)])
+    assert changed["models"]["simple_cnn"]["dense_units"] == 12
+    assert DEFAULTS["models"]["simple_cnn"]["dense_units"] == 64  # the input is not mutated
+    with pytest.raises(ConfigError, match="cannot set `modles.simple_cnn.epochs`"):
+        with_overrides(DEFAULTS, [("modles.simple_cnn.epochs", 3)])
+
+
 def full_profile_overrides() -> list[tuple[str, object]]:
     """The `-S key=value` pairs of the README's `dvc exp run -n full` command."""
     readme = (ROOT / "README.md").read_text()
@@ -164,15 +172,7 @@ def full_profile_overrides() -> list[tuple[str, object]]:
 
 
 def test_readme_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
-    overrides = full_profile_overrides()
-    raw = copy.deepcopy(DEFAULTS)
-    for key, value in overrides:
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node[part]  # a KeyError here is a README typo
-        node[leaf] = value
-    params = parse_params(raw)
+    params = parse_params(with_overrides(DEFAULTS, full_profile_overrides()))
     for name, variant in params.models.items():
         target_epochs = variant.resolved(params.train).epochs + variant.fine_tune_epochs
         assert target_epochs >= 30, name

@@ -231,6 +231,23 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw)
 
 
+def with_overrides(raw: dict, overrides: list[tuple[str, Any]]) -> dict:
+    """A copy of raw params with each dotted ``key`` set to its value, as `dvc exp run -S`
+    does; a key whose parent sections do not exist raises ConfigError naming it."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for key, value in overrides:
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"cannot set `{key}`: params.yaml has no `{part}` there")
+            node = node[part]
+        node[leaf] = value
+    return result
+
+
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of sections")
