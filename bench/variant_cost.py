@@ -21,10 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import yaml  # noqa: E402
 
-from cnnpipe import layout  # noqa: E402
-from cnnpipe.config import parse_params, with_overrides  # noqa: E402
-from cnnpipe.io import load_split, read_json  # noqa: E402
-from cnnpipe.preprocessing import Preprocessing  # noqa: E402
+from cnnpipe.core import layout  # noqa: E402
+from cnnpipe.params import parse_params, with_overrides  # noqa: E402
+from cnnpipe.core.io import load_split, read_json  # noqa: E402
+from cnnpipe.preprocess.preprocessing import Preprocessing  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnpipe.models import build_model
-    from cnnpipe.training import compile_model, count_parameters, make_dataset, seed_everything
+    from cnnpipe.train.training import compile_model, count_parameters, make_dataset, seed_everything
 
     overrides = [(key, yaml.safe_load(value))
                  for key, _, value in (assignment.partition("=") for assignment in args.set)]

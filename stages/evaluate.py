@@ -1,6 +1,6 @@
 """Stage evaluate@<variant>: test-set metrics, plot tables and diagnostic figures.
 
-params: none (everything comes from the model card written by train@<variant>)
+settings: none; the saved model and its card (written by train@<variant>) hold all it needs
 """
 
 import sys
@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from cnnpipe import layout
-from cnnpipe.evaluation import (
+from cnnpipe.core import layout
+from cnnpipe.evaluate.metrics import (
     as_class_probabilities,
     confusion_counts,
     confusion_rows,
@@ -18,8 +18,8 @@ from cnnpipe.evaluation import (
     reliability_table,
     roc_rows,
 )
-from cnnpipe.io import load_split, read_json, write_csv, write_json
-from cnnpipe.plots import (
+from cnnpipe.core.io import load_split, read_json, write_csv, write_json
+from cnnpipe.evaluate.figures import (
     plot_confident_mistakes,
     plot_confusion_matrix,
     plot_feature_maps,
@@ -27,7 +27,7 @@ from cnnpipe.plots import (
     plot_prediction_grid,
     plot_reliability_diagram,
 )
-from cnnpipe.runner import run
+from cnnpipe.core.runner import run
 
 GALLERY = 16  # images per figure: enough to spot patterns, few enough to read the titles
 PLOT_TABLES = {
@@ -38,21 +38,20 @@ PLOT_TABLES = {
 
 
 def main(variant_name: str) -> None:
-    from cnnpipe.diagnostics import feature_maps, find_gradcam_layer, gradcam_heatmaps
-    from cnnpipe.inference import load_trained_model, measure_latency, predict_outputs
-    from cnnpipe.training import count_parameters
+    from cnnpipe.evaluate.diagnostics import feature_maps, find_gradcam_layer, gradcam_heatmaps
+    from cnnpipe.evaluate.inference import load_trained_model, measure_latency, predict_outputs
 
     card = read_json(layout.model_card(variant_name))
     names = card["class_names"]
     test = load_split(layout.PROCESSED / "test.npz")
-    model = load_trained_model(card, layout.weights_file(variant_name))
+    model = load_trained_model(layout.model_file(variant_name))
     start = time.perf_counter()
     outputs = predict_outputs(model, test.images)
     batch_seconds = time.perf_counter() - start
 
     metrics = extended_metrics(test.labels, outputs, names)
     # Trainable counts depend on the training phase; metrics/train/<variant>.json has them.
-    metrics["total_params"] = count_parameters(model)[0]
+    metrics["total_params"] = model.count_params()
     write_json(layout.eval_metrics(variant_name), metrics)
     # Timings vary run to run, so they live apart from the reproducible metrics above.
     write_json(layout.speed_metrics(variant_name), {

@@ -5,15 +5,15 @@ the source's own when it has one, else drawn (data.test_fraction); val is drawn 
 The quality report is written even when a threshold stops the stage, since it is what
 explains the failure.
 
-params: seed, data
+settings: resolved/prepare.json (seed, data), written by the params stage
 """
 
-from cnnpipe import layout
-from cnnpipe.config import load_params
+from cnnpipe.core import layout
 from cnnpipe.data.quality import DataQualityError, render_markdown
 from cnnpipe.data.sources import build_dataset
-from cnnpipe.io import save_split, write_csv, write_json, write_text
-from cnnpipe.runner import run
+from cnnpipe.core.io import save_split, write_csv, write_json, write_text
+from cnnpipe.core.runner import run
+from cnnpipe.core.settings import read_settings
 
 
 def write_quality_reports(report: dict) -> None:
@@ -27,7 +27,7 @@ def write_quality_reports(report: dict) -> None:
 
 
 def main() -> None:
-    params = load_params(layout.PARAMS)
+    params = read_settings(layout.resolved("prepare"))
     try:
         built = build_dataset(params.data, params.seed)
     except DataQualityError as exc:
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, tensorflow=False)

@@ -1,18 +1,17 @@
 """Stage preprocess: resize, convert channels, normalize (statistics from train only).
 
-params: preprocess
+settings: resolved/preprocess.json, written by the params stage
 """
 
-from cnnpipe import layout
-from cnnpipe.config import load_params
-from cnnpipe.data.prepare import Split
-from cnnpipe.io import load_split, save_split, write_json
-from cnnpipe.preprocessing import apply_preprocessing, fit_preprocessing
-from cnnpipe.runner import run
+from cnnpipe.core import layout
+from cnnpipe.core.io import Split, load_split, save_split, write_json
+from cnnpipe.preprocess.preprocessing import apply_preprocessing, fit_preprocessing
+from cnnpipe.core.runner import run
+from cnnpipe.core.settings import read_settings
 
 
 def main() -> None:
-    cfg = load_params(layout.PARAMS).preprocess
+    cfg = read_settings(layout.resolved("preprocess")).preprocess
     splits = {name: load_split(layout.PREPARED / f"{name}.npz") for name in layout.SPLITS}
     prep = fit_preprocessing(
         splits["train"].images, cfg.image_size, cfg.channels, cfg.normalization

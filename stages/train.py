@@ -1,6 +1,7 @@
-"""Stage train@<variant>: build the variant from params, fit it, save model and curves.
+"""Stage train@<variant>: build the variant, fit it, save model, card and curves.
 
-params: seed, train, models.<variant>
+settings: resolved/train/<variant>.json (seed, the shared train settings with the variant's
+overrides, every hyperparameter), written by the params stage
 """
 
 import sys
@@ -8,55 +9,57 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnnpipe import layout
-from cnnpipe.config import load_params
-from cnnpipe.io import atomic_path, load_split, read_json, write_csv, write_json
-from cnnpipe.plots import curve_rows, plot_training_history
-from cnnpipe.preprocessing import Preprocessing
-from cnnpipe.runner import run
+from cnnpipe.core import layout
+from cnnpipe.core.io import load_split, read_json, write_csv, write_json
+from cnnpipe.core.runner import run
+from cnnpipe.core.sampling import labelled_subset
+from cnnpipe.core.settings import read_settings
 
 
 def main(variant_name: str) -> None:
-    params = load_params(layout.PARAMS)
-    variant = params.variant(variant_name)
-    settings = variant.resolved(params.train)
+    config = read_settings(layout.resolved_train(variant_name))
+    settings = config.train
     card = read_json(layout.DATA_CARD)
-    prep = Preprocessing.from_dict(read_json(layout.PREPROCESSING))
+    preprocessing = read_json(layout.PREPROCESSING)
+    input_shape = (*preprocessing["image_size"], preprocessing["channels"])
+    value_range = tuple(preprocessing["value_range"])
     train = load_split(layout.PROCESSED / "train.npz")
     val = load_split(layout.PROCESSED / "val.npz")
 
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from cnnpipe.environment import describe_environment
     from cnnpipe.models import build_model, find_backbone
-    from cnnpipe.pretraining import ROTATIONS
-    from cnnpipe.training import (
+    from cnnpipe.train.curves import curve_rows, plot_training_history
+    from cnnpipe.train.environment import describe_environment
+    from cnnpipe.train.pretraining import ROTATIONS
+    from cnnpipe.train.training import (
         count_parameters,
         estimate_flops,
         pretrain_backbone,
+        save_model_files,
         seed_everything,
         train_model,
     )
-    from cnnpipe.sampling import labelled_subset
 
-    seed_everything(params.seed)
+    seed = config.seed
+    seed_everything(seed)
     # Pretraining uses every training image (its task ignores the labels); the target task
     # learns from at most `train_images` labelled ones.
-    labelled = train.take(labelled_subset(train.labels, variant.train_images, params.seed))
-    hyperparameters = dict(variant.hyperparameters)
-    if isinstance(hyperparameters.get("augmentation"), dict):
-        hyperparameters["augmentation"] = {"seed": params.seed, **hyperparameters["augmentation"]}
+    labelled = train.take(labelled_subset(train.labels, settings.train_images, seed))
+    hyperparameters = config.hyperparameters.to_dict()
+    if hyperparameters.get("augmentation"):
+        hyperparameters["augmentation"] = {"seed": seed, **hyperparameters["augmentation"]}
     pretraining = {}
     with tempfile.TemporaryDirectory() as scratch:
-        if variant.pretrains:
+        if hyperparameters.get("weights") == "pretrain":
             source = build_model(
-                variant.architecture, prep.input_shape, ROTATIONS,
-                value_range=prep.value_range, **{**hyperparameters, "weights": "none"},
+                config.architecture, input_shape, ROTATIONS,
+                value_range=value_range, **{**hyperparameters, "weights": "none"},
             )
             start = time.perf_counter()
             history = pretrain_backbone(
-                source, train.images, val.images, settings, variant.pretrain_epochs, params.seed
+                source, train.images, val.images, settings, settings.pretrain_epochs, seed
             )
             pretraining = {
                 "pretrain_task": "rotation",
@@ -68,28 +71,27 @@ def main(variant_name: str) -> None:
             hyperparameters["weights"] = str(Path(scratch) / "backbone.weights.h5")
             find_backbone(source).save_weights(hyperparameters["weights"])
         model = build_model(
-            variant.architecture, prep.input_shape, card["num_classes"],
-            value_range=prep.value_range, **hyperparameters,
+            config.architecture, input_shape, card["num_classes"],
+            value_range=value_range, **hyperparameters,
         )
     # dvcyaml=False: dvc.yaml declares the plots itself; a stage must not rewrite it.
     with Live(str(layout.live_dir(variant_name)), dvcyaml=False, save_dvc_exp=False) as live:
         result = train_model(
             model, labelled.images, labelled.labels, val.images, val.labels, card["num_classes"],
-            variant, settings, params.seed, callbacks=[DVCLiveCallback(live=live)],
+            settings, seed, callbacks=[DVCLiveCallback(live=live)],
         )
 
-    with atomic_path(layout.weights_file(variant_name), suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-    with atomic_path(layout.model_file(variant_name), suffix=".keras") as tmp:
-        model.save(tmp)
+    save_model_files(model, layout.model_file(variant_name), layout.weights_file(variant_name))
+    # What anything that uses the model later needs: evaluate and predict load model.keras
+    # and take the rest from here, never from code that may have changed since training.
     write_json(layout.model_card(variant_name), {
         "variant": variant_name,
-        "architecture": variant.architecture,
-        "hyperparameters": variant.hyperparameters,
+        "architecture": config.architecture,
         "class_names": card["class_names"],
         "num_classes": card["num_classes"],
         "raw_image_shape": card["image_shape"],
-        "preprocessing": prep.to_dict(),
+        "preprocessing": preprocessing,
+        "config": config.to_dict(),
     })
     total, trainable = count_parameters(model)
     write_json(layout.train_metrics(variant_name), {

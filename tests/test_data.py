@@ -10,7 +10,7 @@ import pytest
 
 from cnnpipe.data import fashion_mnist
 from cnnpipe.data.prepare import Split, data_card, prepare_splits
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from cnnpipe.data import decode
 from cnnpipe.data.decode import ImageDecodeError, decode_image, decode_image_with_info
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -20,13 +20,13 @@ from sklearn.metrics import (  # noqa: E402
     top_k_accuracy_score,
 )
 
-from cnnpipe.diagnostics import (  # noqa: E402
+from cnnpipe.evaluate.diagnostics import (  # noqa: E402
     feature_maps,
     find_gradcam_layer,
     gradcam_heatmaps,
     overlay_heatmap,
 )
-from cnnpipe.evaluation import (  # noqa: E402
+from cnnpipe.evaluate.metrics import (  # noqa: E402
     expected_calibration_error,
     extended_metrics,
     precision_recall_rows,
@@ -34,7 +34,7 @@ from cnnpipe.evaluation import (  # noqa: E402
     roc_rows,
 )
 from cnnpipe.models import available_models, build_model, classification_head_loss  # noqa: E402
-from cnnpipe.plots import (  # noqa: E402
+from cnnpipe.evaluate.figures import (  # noqa: E402
     confidence_color,
     display_images,
     plot_confident_mistakes,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cnnpipe.evaluation import (
+from cnnpipe.evaluate.metrics import (
     as_class_probabilities,
     classification_metrics,
     confusion_counts,

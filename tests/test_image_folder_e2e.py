@@ -88,8 +88,8 @@ def test_remote_round_trip_gives_the_same_model(repo, tmp_path):
     assert (clone / "data/images/circle/000.jpg").is_file()
 
     script = (
-        "import json, sys; from cnnpipe.inference import load_trained_model, predict_outputs; "
-        "from cnnpipe.io import load_split; "
+        "import json, sys; from cnnpipe.evaluate.inference import load_trained_model, predict_outputs; "
+        "from cnnpipe.core.io import load_split; "
         "card = json.load(open('models/simple_cnn/model_card.json')); "
         "m = load_trained_model(card, 'models/simple_cnn/model.weights.h5'); "
         "x = load_split('data/processed/test.npz').images; "

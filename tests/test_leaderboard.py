@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnpipe.leaderboard import leaderboard_rows, to_markdown, transfer_markdown, transfer_rows
+from cnnpipe.compare.leaderboard import leaderboard_rows, to_markdown, transfer_markdown, transfer_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

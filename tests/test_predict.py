@@ -29,7 +29,7 @@ from cnnpipe.predict import (  # noqa: E402
     gradcam_paths,
     load_predictor,
 )
-from cnnpipe.preprocessing import Preprocessing, apply_preprocessing  # noqa: E402
+from cnnpipe.preprocess.preprocessing import Preprocessing, apply_preprocessing  # noqa: E402
 
 CLASSES = ["circle", "square", "stripes"]
 TINY = {"filters": [4, 8, 8], "dense_units": 8}
@@ -37,14 +37,16 @@ PREP = Preprocessing(image_size=(28, 28), channels=1, normalization="unit")
 
 
 def save_variant(models_dir, name, model, class_names, **extra):
-    """What stages/train.py leaves in models/<variant>/ (minus the .keras archive)."""
+    """What stages/train.py leaves in models/<variant>/."""
+    from cnnpipe.train.training import save_model_files
+
     folder = models_dir / name
     folder.mkdir(parents=True)
-    model.save_weights(folder / "model.weights.h5")
+    save_model_files(model, folder / "model.keras", folder / "model.weights.h5")
     card = {
         "variant": name,
         "architecture": "simple_cnn",
-        "hyperparameters": TINY,
+        "config": {"hyperparameters": TINY},
         "class_names": class_names,
         "num_classes": len(class_names),
         "raw_image_shape": [28, 28, 1],
@@ -247,12 +249,11 @@ def test_missing_models_dir_says_how_to_get_models(in_repo, tmp_path, capsys):
     assert code == 2 and "dvc repro" in err and len(err.strip().splitlines()) == 1
 
 
-def test_weights_of_another_model_are_a_one_line_error(in_repo, tmp_path, capsys):
+def test_a_damaged_model_file_is_a_one_line_error(in_repo, tmp_path, capsys):
     models = tmp_path / "models"
     save_variant(models, "tiny", in_repo["tiny"], CLASSES)
-    card = json.loads((models / "tiny" / "model_card.json").read_text())
-    card["hyperparameters"] = {"filters": [8, 8, 8], "dense_units": 8}
-    (models / "tiny" / "model_card.json").write_text(json.dumps(card))
+    saved = models / "tiny" / "model.keras"
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     file = write_png(tmp_path / "one.png", gray_images(1)[0])
     code, _, err = run_cli(capsys, "predict", file, "-m", "tiny", "--models-dir", models)
     assert code == 2 and err.startswith("error: cannot load") and len(err.strip().splitlines()) == 1

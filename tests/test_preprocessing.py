@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cnnpipe.preprocessing import Preprocessing, apply_preprocessing, fit_preprocessing
+from cnnpipe.preprocess.preprocessing import Preprocessing, apply_preprocessing, fit_preprocessing
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cnnpipe.sampling import labelled_subset
+from cnnpipe.core.sampling import labelled_subset
 
 LABELS = np.repeat([0, 1, 2], [50, 30, 20])
 

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from cnnpipe.config import TrainConfig, VariantConfig
-from cnnpipe.errors import DataError, TrainingError
-from cnnpipe.pretraining import rotation_task
-from cnnpipe.training import make_dataset, seed_everything, train_model
+from cnnpipe.core.errors import DataError, TrainingError
+from cnnpipe.train.pretraining import rotation_task
+from cnnpipe.train.training import make_dataset, seed_everything, train_model
 
 
 def test_rotation_task_labels_match_the_rotation():
@@ -25,17 +24,15 @@ def test_rotation_task_refuses_non_square_images():
 def test_shuffled_dataset_is_seeded():
     x = np.arange(50, dtype=np.float32)
     order = lambda: np.concatenate([b[0].numpy() for b in make_dataset(  # noqa: E731
-        x, x, 10, shuffle=True, seed=7)])
+        x, x, 10, shuffle=True, shuffle_buffer=50, seed=7)])
     first, second = order(), order()
     np.testing.assert_array_equal(first, second)
     assert not np.array_equal(first, x)
 
 
-def tiny_variant(**overrides):
-    return VariantConfig(
-        name="tiny", architecture="simple_cnn",
-        hyperparameters={"filters": (4, 8, 8), "dense_units": 8}, **overrides,
-    )
+def settings(**values):
+    """Resolved train settings as train@<variant> reads them."""
+    return {"early_stopping_patience": 3, "shuffle_buffer": 1000, **values}
 
 
 def test_nan_loss_stops_with_a_clear_error():
@@ -45,9 +42,9 @@ def test_nan_loss_stops_with_a_clear_error():
     x = np.random.default_rng(0).random((32, 28, 28, 1)).astype(np.float32)
     y = np.arange(32) % 3
     model = build_model("simple_cnn", (28, 28, 1), 3, filters=(4, 8, 8), dense_units=8)
-    diverging = TrainConfig(epochs=3, batch_size=8, learning_rate=1e30)
+    diverging = settings(epochs=3, batch_size=8, learning_rate=1e30)
     with pytest.raises(TrainingError, match="loss became nan in epoch 1 of the training phase"):
-        train_model(model, x, y, x[:8], y[:8], 3, tiny_variant(), diverging, seed=0)
+        train_model(model, x, y, x[:8], y[:8], 3, diverging, seed=0)
 
 
 def test_tiny_training_learns_and_reports():
@@ -59,8 +56,8 @@ def test_tiny_training_learns_and_reports():
     x = rng.random((200, 28, 28, 1)).astype(np.float32) * 0.2
     x[y == 1, :14] += 0.8  # class 1: bright top half
     model = build_model("simple_cnn", (28, 28, 1), 2, filters=(4, 8, 8), dense_units=8)
-    result = train_model(model, x, y, x[:50], y[:50], 2, tiny_variant(),
-                         TrainConfig(epochs=8, batch_size=16, learning_rate=0.01), seed=0)
+    result = train_model(model, x, y, x[:50], y[:50], 2,
+                         settings(epochs=8, batch_size=16, learning_rate=0.01), seed=0)
     assert result.epochs_run >= 1 and 1 <= result.best_epoch <= result.epochs_run
     assert max(result.history["val_accuracy"]) > 0.9
     assert model.output_shape == (None, 1)
@@ -68,7 +65,7 @@ def test_tiny_training_learns_and_reports():
 
 def test_flops_estimate_matches_a_hand_count():
     from cnnpipe.models import build_model
-    from cnnpipe.training import estimate_flops
+    from cnnpipe.train.training import estimate_flops
 
     model = build_model("simple_cnn", (28, 28, 1), 10, filters=(4, 8, 8), dense_units=16)
     conv1 = 26 * 26 * 4 * 9 * 1

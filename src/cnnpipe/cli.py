@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from cnnpipe.report import add_report_parser
-from cnnpipe.runner import quiet_native_logs
+from cnnpipe.core.runner import quiet_native_logs
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cnnpipe`` with ``argv`` (default: the process's arguments); the exit status."""
-    from cnnpipe.errors import CnnpipeError
+    from cnnpipe.core.errors import CnnpipeError
 
     parser = build_parser()
     try:

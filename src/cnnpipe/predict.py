@@ -8,7 +8,7 @@ dataset gets exactly the model input evaluation gave it:
 2. :func:`~cnnpipe.data.folders.fit_to_size` to the prepared data's height and width, the
    resize the image-folder sources use (Pillow bilinear, centre crop when the data card says
    ``crop_to_aspect_ratio``); nothing happens when the file already has that size;
-3. :func:`~cnnpipe.preprocessing.apply_preprocessing` with the fitted preprocessing saved in
+3. :func:`~cnnpipe.preprocess.preprocessing.apply_preprocessing` with the fitted preprocessing saved in
    the model card (resize to the model's input size, channels, normalization).
 
 Every decodable file then goes through the model in one batch. A file that cannot be read or
@@ -30,15 +30,14 @@ from typing import Any
 import numpy as np
 
 from cnnpipe.data.decode import ImageDecodeError, decode_image
-from cnnpipe.errors import CnnpipeError, ConfigError
-from cnnpipe.preprocessing import Preprocessing, apply_preprocessing
+from cnnpipe.core.errors import CnnpipeError, ConfigError
+from cnnpipe.preprocess.preprocessing import Preprocessing, apply_preprocessing
 
 CARD_NAME = "model_card.json"
-WEIGHTS_NAME = "model.weights.h5"
+MODEL_NAME = "model.keras"
 GRADCAM_MIN_SIDE = 224  # overlays are enlarged (nearest neighbour) to at least this many pixels
 
-_CARD_KEYS = ("architecture", "hyperparameters", "class_names", "num_classes",
-              "raw_image_shape", "preprocessing")
+_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape", "preprocessing")
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def available_variants(models_dir: str | Path) -> list[str]:
         return []
     return sorted(
         d.name for d in root.iterdir()
-        if (d / CARD_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
+        if (d / CARD_NAME).is_file() and (d / MODEL_NAME).is_file()
     )
 
 
@@ -176,7 +175,7 @@ def _crop_to_aspect_ratio(*cards: dict) -> bool:
 def load_predictor(
     models_dir: str | Path, variant: str, data_card: str | Path | None = None
 ) -> Predictor:
-    """Rebuild ``models_dir/<variant>`` from its model card and weights.
+    """Load ``models_dir/<variant>``: its saved model and its model card.
 
     ``data_card`` (the prepare stage's ``data_card.json``) is consulted only when its class
     names and image shape match the model card's: for ``class_icons`` and for how image files
@@ -187,13 +186,13 @@ def load_predictor(
     if not variant or variant in (".", "..") or "/" in variant or "\\" in variant:
         raise _unknown_variant(models_dir, variant, f"`{variant}` is not a variant name")
     folder = models_dir / variant
-    card_path, weights_path = folder / CARD_NAME, folder / WEIGHTS_NAME
+    card_path, model_path = folder / CARD_NAME, folder / MODEL_NAME
     if not card_path.is_file():
         raise _unknown_variant(models_dir, variant, f"no trained variant `{variant}` "
                                f"({card_path} not found)")
-    if not weights_path.is_file():
-        raise _unknown_variant(models_dir, variant, f"variant `{variant}` has no weights "
-                               f"({weights_path} not found)")
+    if not model_path.is_file():
+        raise _unknown_variant(models_dir, variant, f"variant `{variant}` has no saved model "
+                               f"({model_path} not found)")
     card = _read_card(card_path)
     raw_shape = _raw_shape(card, card_path)
     class_names = _class_names(card, card_path)
@@ -203,20 +202,18 @@ def load_predictor(
         raise ConfigError(f"{card_path}: unreadable preprocessing ({exc!r})") from None
     data = _matching_data_card(data_card, card)
 
-    from cnnpipe.inference import load_trained_model
+    from cnnpipe.evaluate.inference import load_trained_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = load_trained_model(card, weights_path)
+            model = load_trained_model(model_path)
         except CnnpipeError:
             raise
         except (ValueError, TypeError, OSError, KeyError) as exc:
-            # Weights of another architecture or size, or a damaged file: one line (Keras
-            # warns about every mismatched layer first; those warnings go unshown).
+            # A damaged or foreign file: one line, not Keras' traceback.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"cannot load {weights_path} into `{card['architecture']}`: "
-                              f"{first}") from None
+            raise ConfigError(f"cannot load {model_path}: {first}") from None
     for warning in caught:  # loaded after all: what Keras had to say still matters
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
@@ -283,8 +280,8 @@ def classify_files(
     All decodable files go through the model in one ``predict`` call. The inputs (N, H, W, C),
     normalized as the model saw them, are in the order of the successful predictions.
     """
-    from cnnpipe.evaluation import as_class_probabilities
-    from cnnpipe.inference import predict_outputs
+    from cnnpipe.evaluate.metrics import as_class_probabilities
+    from cnnpipe.evaluate.inference import predict_outputs
 
     predictions = [Prediction(file=str(f)) for f in files]
     raws, decoded = [], []
@@ -341,7 +338,7 @@ def save_gradcams(
     """
     from PIL import Image
 
-    from cnnpipe.diagnostics import find_gradcam_layer, gradcam_heatmaps, overlay_heatmap
+    from cnnpipe.evaluate.diagnostics import find_gradcam_layer, gradcam_heatmaps, overlay_heatmap
 
     targets = gradcam_paths(out, len(predictions))
     classified = [(p, t) for p, t in zip(predictions, targets, strict=True) if p.ok]

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnpipe.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 
 WORKSPACE = "workspace"  # the name DVC gives the working tree in diffs and plot data
 MAX_PLOTS = 12  # a report with more images than this is scrolled past, not read

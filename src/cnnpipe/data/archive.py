@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 DOWNLOAD_TIMEOUT_S = 30
 CHUNK_BYTES = 1 << 20

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 # Default cap against decompression bombs: a 50-megapixel photo still passes, a crafted
 # 100000 x 100000 PNG of a few kilobytes does not get to allocate 30 GB.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 CLASS_NAMES = (
     "T-shirt/top",

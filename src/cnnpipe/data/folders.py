@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cnnpipe.data.decode import MAX_PIXELS, ImageDecodeError, decode_image_with_info
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 # Starting worker processes costs about half a second of CPU each; below this many files
 # decoding in the stage's own process is quicker.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 PROBE_TIMEOUT_S = 5
 DOWNLOAD_SOCKET_TIMEOUT_S = 60

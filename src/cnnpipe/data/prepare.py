@@ -6,20 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnpipe.errors import DataError
-from cnnpipe.sampling import stratified_pick
-
-
-@dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # (N, H, W, C) uint8
-    labels: np.ndarray  # (N,) int32
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, indices: np.ndarray) -> "Split":
-        return Split(self.images[indices], self.labels[indices])
+from cnnpipe.core.errors import DataError
+from cnnpipe.core.io import Split
+from cnnpipe.core.sampling import stratified_pick
 
 
 @dataclass(frozen=True)

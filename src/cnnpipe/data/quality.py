@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 SPLIT_ORDER = ("train", "val", "test")
 # Long lists stay readable in the Markdown page; the JSON keeps these many entries too.

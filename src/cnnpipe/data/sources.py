@@ -29,8 +29,8 @@ from cnnpipe.data.quality import (
     image_stats,
     source_report,
 )
-from cnnpipe.errors import DataError
-from cnnpipe.sampling import stratified_pick
+from cnnpipe.core.errors import DataError
+from cnnpipe.core.sampling import stratified_pick
 
 KERAS_SOURCES = ("mnist", "cifar10", "cifar100")
 FILE_SOURCES = ("image_folder", "archive")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cnnpipe.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _POSITIONAL = ("input_shape", "num_classes")

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from cnnpipe.evaluation import as_class_probabilities
-from cnnpipe.plots import display_images
+from cnnpipe.evaluate.metrics import as_class_probabilities
+from cnnpipe.evaluate.figures import display_images
 
 __all__ = [
     "feature_maps",

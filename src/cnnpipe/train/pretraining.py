@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 ROTATIONS = 4
 

@@ -1,57 +1,18 @@
-"""Matplotlib figures (PNG) and the small tables DVC turns into interactive plots."""
+"""The evaluate stage's matplotlib figures (PNG): confusion, reliability, galleries, Grad-CAM."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # stages run headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cnnpipe.evaluation import (  # noqa: E402
+from cnnpipe.evaluate.metrics import (
     CALIBRATION_BINS,
     as_class_probabilities,
     expected_calibration_error,
     reliability_table,
 )
-from cnnpipe.io import atomic_path  # noqa: E402
-
-
-def curve_rows(history: dict[str, list[float]], metric: str) -> list[dict]:
-    """Per-epoch train and validation values of ``metric`` for a DVC ``linear`` plot."""
-    return [
-        {"epoch": epoch, "train": train, "validation": val}
-        for epoch, (train, val) in enumerate(
-            zip(history[metric], history[f"val_{metric}"], strict=True), start=1
-        )
-    ]
-
-
-def _save(fig, path: str | Path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
-
-
-def plot_training_history(
-    history: dict[str, list[float]], path: str | Path, title: str = "", fine_tune_start: int = 0
-) -> None:
-    """Accuracy and loss, train vs validation, side by side (the tutorial's figure)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
-        ax.plot(epochs, history[metric], label="train")
-        ax.plot(epochs, history[f"val_{metric}"], label="validation")
-        if fine_tune_start:
-            ax.axvline(fine_tune_start - 0.5, color="grey", linestyle="--", label="fine-tuning")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{title} {metric}".strip())
-        ax.legend()
-        ax.grid(alpha=0.3)
-    _save(fig, path)
+from cnnpipe.core.figures import plt, save_figure
 
 
 def plot_confusion_matrix(
@@ -75,7 +36,7 @@ def plot_confusion_matrix(
             value = normalized[i, j]
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
                     color="white" if value > 0.5 else "black")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --- image galleries, Grad-CAM, feature maps and calibration --------------------------------
@@ -153,7 +114,7 @@ def _gallery(images, labels, predicted, confidence, class_names, path, title):
             ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_prediction_grid(
@@ -185,7 +146,7 @@ def plot_confident_mistakes(
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         ax.set_title(title)
-        _save(fig, path)
+        save_figure(fig, path)
         return
     order = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
     _gallery(np.asarray(images)[order], labels[order], predicted[order], confidence[order],
@@ -220,7 +181,7 @@ def plot_gradcam_grid(
                       interpolation="bilinear")
             _label_tile(ax, class_names, labels[image], predicted[image], confidence[image])
     fig.suptitle(title or "Grad-CAM (explaining the predicted class)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_feature_maps(
@@ -228,7 +189,7 @@ def plot_feature_maps(
 ) -> None:
     """One block of rows per layer, one tile per channel (``viridis``, scaled per channel).
 
-    ``maps`` is what ``cnnpipe.diagnostics.feature_maps`` returns; ``image``, the input those
+    ``maps`` is what ``cnnpipe.evaluate.diagnostics.feature_maps`` returns; ``image``, the input those
     activations came from, is drawn first when given.
     """
     if not maps:
@@ -252,7 +213,7 @@ def plot_feature_maps(
             ax.set_title(f"{name} #{channel}" if channel == 0 else f"#{channel}", fontsize=7)
         row += height
     fig.suptitle(title or "feature maps")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_reliability_diagram(
@@ -284,25 +245,4 @@ def plot_reliability_diagram(
     bottom.bar(centers, counts, width=width, color="grey", edgecolor="black")
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("images")
-    _save(fig, path)
-
-
-def plot_accuracy_vs_cost(rows: list[dict], path: str | Path) -> None:
-    """Test accuracy against parameters and against training time, one labelled point per variant."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, key, label in zip(
-        axes, ("total_params", "train_seconds"), ("parameters (log scale)", "training time (s)"),
-        strict=True,
-    ):
-        points = [r for r in rows if r.get(key) is not None]
-        ax.scatter([r[key] for r in points], [r["accuracy"] for r in points])
-        for r in points:
-            ax.annotate(r["variant"], (r[key], r["accuracy"]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")
-        if key == "total_params":
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-    fig.suptitle("accuracy against model size and training cost")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cnnpipe.config import TrainConfig, VariantConfig
-from cnnpipe.errors import TrainingError
+from cnnpipe.core.errors import TrainingError
 
 
 def seed_everything(seed: int) -> None:
@@ -33,13 +37,15 @@ def make_dataset(
     batch_size: int,
     *,
     shuffle: bool = False,
-    shuffle_buffer: int = 10000,
+    shuffle_buffer: int | None = None,
     seed: int = 0,
 ):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
+        if not shuffle_buffer:
+            raise ValueError("shuffle=True needs a shuffle_buffer (train.shuffle_buffer)")
         # Seeded and reshuffled each epoch: a different order per epoch, the same across runs.
         ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -57,24 +63,30 @@ def compile_model(model, num_classes: int, learning_rate: float) -> None:
     )
 
 
+# The resolved train settings of one variant (resolved/train/<variant>.json, "train"):
+# epochs, batch_size, learning_rate, early_stopping_patience, shuffle_buffer, and for a
+# MobileNet variant pretrain_epochs and the fine_tune_* keys.
+TrainSettings = Mapping[str, Any]
+
+
 def pretrain_backbone(
-    model, x_train: np.ndarray, x_val: np.ndarray, settings: TrainConfig, epochs: int, seed: int
+    model, x_train: np.ndarray, x_val: np.ndarray, settings: TrainSettings, epochs: int, seed: int
 ) -> dict[str, list[float]]:
     """Fit ``model`` (built with a 4-way head) on the rotation task; returns its history."""
-    from cnnpipe.pretraining import ROTATIONS, rotation_task
+    from cnnpipe.train.pretraining import ROTATIONS, rotation_task
 
     x_rot, y_rot = rotation_task(x_train, seed)
     xv_rot, yv_rot = rotation_task(x_val, seed + 1)
     train_ds = make_dataset(
-        x_rot, y_rot, settings.batch_size, shuffle=True,
-        shuffle_buffer=settings.shuffle_buffer, seed=seed,
+        x_rot, y_rot, settings["batch_size"], shuffle=True,
+        shuffle_buffer=settings["shuffle_buffer"], seed=seed,
     )
-    compile_model(model, ROTATIONS, settings.learning_rate)
+    compile_model(model, ROTATIONS, settings["learning_rate"])
     history = _fit_phase(
-        model, train_ds, make_dataset(xv_rot, yv_rot, settings.batch_size), epochs, 0,
-        settings.early_stopping_patience, (),
+        model, train_ds, make_dataset(xv_rot, yv_rot, settings["batch_size"]), epochs, 0,
+        settings["early_stopping_patience"], (),
     )
-    _check_finite(history, "pretraining", settings.learning_rate)
+    _check_finite(history, "pretraining", settings["learning_rate"])
     return history
 
 
@@ -132,35 +144,36 @@ def train_model(
     x_val: np.ndarray,
     y_val: np.ndarray,
     num_classes: int,
-    variant: VariantConfig,
-    settings: TrainConfig,
+    settings: TrainSettings,
     seed: int,
     callbacks=(),
 ) -> TrainingResult:
     """Train the head (and, if configured, fine-tune a pretrained backbone) in place."""
     train_ds = make_dataset(
-        x_train, y_train, settings.batch_size, shuffle=True,
-        shuffle_buffer=settings.shuffle_buffer, seed=seed,
+        x_train, y_train, settings["batch_size"], shuffle=True,
+        shuffle_buffer=settings["shuffle_buffer"], seed=seed,
     )
-    val_ds = make_dataset(x_val, y_val, settings.batch_size)
+    val_ds = make_dataset(x_val, y_val, settings["batch_size"])
 
-    compile_model(model, num_classes, settings.learning_rate)
+    compile_model(model, num_classes, settings["learning_rate"])
     start = time.perf_counter()
     history = _fit_phase(
-        model, train_ds, val_ds, settings.epochs, 0, settings.early_stopping_patience, callbacks
+        model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"], callbacks
     )
-    _check_finite(history, "training", settings.learning_rate)
+    _check_finite(history, "training", settings["learning_rate"])
     phases = ["head"] * len(history["loss"])
 
-    if variant.fine_tune_epochs > 0:
+    # Only MobileNet variants have these keys; other variants train in one phase.
+    fine_tune_epochs = settings.get("fine_tune_epochs", 0)
+    if fine_tune_epochs > 0:
         from cnnpipe.models import set_base_trainable
 
-        set_base_trainable(model, variant.fine_tune_layers)
-        fine_lr = settings.learning_rate * variant.fine_tune_lr_factor
+        set_base_trainable(model, settings["fine_tune_layers"])
+        fine_lr = settings["learning_rate"] * settings["fine_tune_lr_factor"]
         compile_model(model, num_classes, fine_lr)  # recompiling makes the unfreeze take effect
         fine = _fit_phase(
-            model, train_ds, val_ds, variant.fine_tune_epochs, len(phases),
-            settings.early_stopping_patience, callbacks,
+            model, train_ds, val_ds, fine_tune_epochs, len(phases),
+            settings["early_stopping_patience"], callbacks,
         )
         _check_finite(fine, "fine-tuning", fine_lr)
         for key, values in fine.items():
@@ -171,7 +184,7 @@ def train_model(
     # Early stopping restores the best weights of the last phase only.
     last_phase_start = phases.index(phases[-1])
     best_epoch = len(phases)
-    if settings.early_stopping_patience:
+    if settings["early_stopping_patience"]:
         best_epoch = last_phase_start + int(np.argmin(history["val_loss"][last_phase_start:])) + 1
     return TrainingResult(
         history=history,
@@ -214,3 +227,28 @@ def estimate_flops(model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             flops += 2 * kernel[0] * kernel[1]
     return int(flops)
+
+
+def save_model_files(model, keras_path: str | Path, weights_path: str | Path) -> None:
+    """Save the model whole (``.keras``) and its weights, both byte-identical for identical
+    weights.
+
+    Keras stamps the save time into the ``.keras`` archive (its metadata and the weights
+    entry's zip date), so every save would look like a new model to DVC and re-run every
+    stage that loads it. Those two stamps are taken out; nothing reads them.
+    """
+    from cnnpipe.core.io import atomic_path
+
+    with atomic_path(weights_path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    with atomic_path(keras_path, suffix=".keras") as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as archive:
+            entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, content in entries:
+                if name == "metadata.json":
+                    metadata = json.loads(content)
+                    metadata.pop("date_saved", None)
+                    content = json.dumps(metadata, sort_keys=True).encode()
+                archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content)

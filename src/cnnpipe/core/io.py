@@ -6,12 +6,25 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnnpipe.data.prepare import Split
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int32
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Split":
+        return Split(self.images[indices], self.labels[indices])
+
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+RESOLVED = Path("resolved")  # the params stage's output: each stage's settings, defaults filled in
 PREPARED = Path("data/prepared")
 PROCESSED = Path("data/processed")
 DATA_CARD = PREPARED / "data_card.json"
@@ -60,10 +61,47 @@ DATA_QUALITY_MD = REPORTS / "data_quality.md"
 CLASS_BALANCE = Path("plots/class_balance.csv")
 
 
+PLOT_KINDS = ("calibration", "roc", "precision_recall")
+
+
 def plot_table(kind: str, variant: str) -> Path:
     """Per-variant data behind a DVC plot: calibration, roc, precision_recall."""
     return Path("plots") / kind / f"{variant}.csv"
 
 
 def speed_metrics(variant: str) -> Path:
-    return Path("metrics/speed") / f"{variant}.json"
+    # Timings vary run to run and no stage reads them: kept out of metrics/, compare's input.
+    return REPORTS / "speed" / f"{variant}.json"
+
+
+def resolved(stage: str) -> Path:
+    return RESOLVED / f"{stage}.json"
+
+
+def resolved_train(variant: str) -> Path:
+    return RESOLVED / "train" / f"{variant}.json"
+
+
+def variant_outputs(variant: str) -> list[Path]:
+    """Everything train@<variant> and evaluate@<variant> write (files and folders)."""
+    return [
+        model_dir(variant),
+        live_dir(variant),
+        train_metrics(variant),
+        eval_metrics(variant),
+        speed_metrics(variant),
+        curve_table("accuracy", variant),
+        curve_table("loss", variant),
+        confusion_table(variant),
+        *(plot_table(kind, variant) for kind in PLOT_KINDS),
+        image_dir(variant),
+        resolved_train(variant),
+    ]
+
+
+def variants_on_disk() -> set[str]:
+    """Variant names that left outputs behind: the model folders and evaluation metrics."""
+    names = {path.name for path in Path("models").glob("*") if path.is_dir()}
+    names |= {path.stem for path in Path("metrics").glob("*.json")}
+    names |= {path.stem for path in (RESOLVED / "train").glob("*.json")}
+    return names

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 # Before TensorFlow is imported anywhere: hide its INFO banner lines in stage logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cnnpipe.errors import CnnpipeError  # noqa: E402
+from cnnpipe.core.errors import CnnpipeError  # noqa: E402
 
 
 # What TensorFlow's native code prints at import and device set-up despite
@@ -63,13 +63,18 @@ def quiet_native_logs():
                 os.write(fd, kept)
 
 
-def run(main, *args) -> None:
-    """Call ``main``; a :class:`CnnpipeError` becomes ``error: ...`` on stderr and exit 2."""
-    with quiet_native_logs():
-        import tensorflow  # imported here so its start-up chatter is filtered
+def run(main, *args, tensorflow: bool = True) -> None:
+    """Call ``main``; a :class:`CnnpipeError` becomes ``error: ...`` on stderr and exit 2.
 
-        # Device discovery is where a CPU-only machine logs its "failed call to cuInit".
-        tensorflow.config.list_physical_devices()
+    ``tensorflow=False`` is for stages that never touch it: they start in a fraction of a
+    second instead of paying TensorFlow's import.
+    """
+    if tensorflow:
+        with quiet_native_logs():
+            import tensorflow as tf  # imported here so its start-up chatter is filtered
+
+            # Device discovery is where a CPU-only machine logs its "failed call to cuInit".
+            tf.config.list_physical_devices()
     try:
         main(*args)
     except CnnpipeError as exc:

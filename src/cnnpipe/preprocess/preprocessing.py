@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cnnpipe.errors import DataError
+from cnnpipe.core.errors import DataError
 
 # ITU-R BT.601 luma, the weights PIL uses for mode "L".
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -40,7 +40,9 @@ class Preprocessing:
         return (float(np.min(-mean / std)), float(np.max((1 - mean) / std)))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # value_range is saved too: train builds augmentation and MobileNet's rescaling from
+        # the saved value, so a change to how it is computed reaches train through this file.
+        return {**asdict(self), "value_range": list(self.value_range)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Preprocessing":

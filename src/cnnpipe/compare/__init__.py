@@ -1,0 +1,1 @@
+"""Stage compare: the leaderboard, transfer vs scratch, accuracy vs cost."""

@@ -1,0 +1,1 @@
+"""What every stage shares: errors, atomic file formats, output paths, the stage runner."""

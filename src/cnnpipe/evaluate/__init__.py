@@ -1,0 +1,1 @@
+"""Stage evaluate@<variant>: test-set metrics, inference, diagnostics and their figures."""

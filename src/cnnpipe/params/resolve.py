@@ -1,0 +1,75 @@
+"""From validated params to the settings each stage reads: every default filled in.
+
+One JSON file per stage (and per variant for train), so that a change reaches the stages it
+affects and no others: DVC compares these files, not the params sections.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from cnnpipe.core import layout
+from cnnpipe.core.errors import ConfigError
+from cnnpipe.params.schema import Params
+
+
+def train_config(params: Params, name: str) -> dict[str, Any]:
+    """What train@<name> trains: the shared settings with the variant's overrides applied."""
+    variant = params.variant(name)
+    shared = params.train.model_dump(mode="json")
+    for key in ("epochs", "batch_size", "learning_rate"):
+        if getattr(variant, key) is not None:
+            shared[key] = getattr(variant, key)
+    training = {
+        key: getattr(variant, key)
+        for key in sorted(variant.training_keys())
+        if key not in ("architecture", "epochs", "batch_size", "learning_rate")
+    }
+    return {
+        "seed": params.seed,
+        "variant": name,
+        "architecture": variant.architecture,
+        "train": {**shared, **training},
+        "hyperparameters": variant.hyperparameters(),
+    }
+
+
+def resolved_configs(params: Params) -> dict[str, dict[str, Any]]:
+    """Relative output path -> resolved settings, for every file the params stage writes."""
+    configs = {
+        str(layout.resolved("prepare")): {
+            "seed": params.seed, "data": params.data.model_dump(mode="json"),
+        },
+        str(layout.resolved("preprocess")): {
+            "preprocess": params.preprocess.model_dump(mode="json"),
+        },
+        str(layout.resolved("compare")): {
+            "compare": params.compare.model_dump(mode="json"),
+            "variants": {
+                name: {
+                    "architecture": v.architecture,
+                    "weights": getattr(v, "weights", None),
+                }
+                for name, v in params.models.items()
+            },
+        },
+    }
+    for name in params.models:
+        configs[str(layout.resolved_train(name))] = train_config(params, name)
+    return configs
+
+
+def with_overrides(raw: dict, overrides: list[tuple[str, Any]]) -> dict:
+    """A copy of raw params with each dotted ``key`` set to its value, as `dvc exp run -S`
+    does; a key whose parent sections do not exist raises ConfigError naming it."""
+    result = copy.deepcopy(raw)
+    for key, value in overrides:
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"cannot set `{key}`: params.yaml has no `{part}` there")
+            node = node[part]
+        node[leaf] = value
+    return result

@@ -1,0 +1,265 @@
+"""params.yaml as typed sections: the one home of every default, checked in full at once.
+
+Reading follows DVC's YAML (1.2: ``1e-4`` is a number), so what the pipeline validates is
+what `dvc exp run -S` and `dvc params diff` see. Nothing here imports TensorFlow: a bad file
+is refused in well under a second, before any stage has done work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
+
+from cnnpipe.core.errors import ConfigError
+from cnnpipe.params.architectures import (
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    Variant,
+    architecture_names,
+    schema_for,
+)
+
+VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_NAMES = {"compare"}  # plots/images/compare holds the compare stage's chart
+
+# Keys that earlier versions of params.yaml had: a file that still sets one is told where the
+# setting went instead of only "unknown key". Dotted paths; `*` stands for a variant name.
+REMOVED_KEYS: dict[str, str] = {}
+
+Fraction = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
+OpenFraction = Annotated[float, Strict(), Field(gt=0, lt=1, allow_inf_nan=False)]
+Name = Annotated[str, Strict(), Field(min_length=1)]
+
+
+class FashionMnist(Section):
+    local_dir: Name = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+    url: Name = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+    download_dir: Name = "data/downloads"
+
+
+class Images(Section):
+    """How image files (image_folder, archive sources) become arrays of one size."""
+
+    image_size: tuple[
+        Annotated[int, Strict(), Field(ge=8)], Annotated[int, Strict(), Field(ge=8)]
+    ] = (64, 64)  # [height, width]
+    channels: Literal[1, 3] = 3
+    crop_to_aspect_ratio: Annotated[bool, Strict()] = False
+    max_pixels: PositiveInt = 50_000_000  # decompression-bomb guard
+
+
+class ImageFolder(Section):
+    path: Name = "data/images"
+    license: Name = "unspecified"
+
+
+class Archive(Section):
+    path_or_url: Name | None = None
+    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    subdir: Name | None = None
+    download_dir: Name = "data/downloads"
+    max_extracted_mb: PositiveInt = 4096
+    max_members: PositiveInt = 200_000
+    license: Name = "unspecified"
+
+    @model_validator(mode="after")
+    def _urls_are_pinned(self):
+        location = self.path_or_url or ""
+        if "://" in location and not location.startswith(("http://", "https://")):
+            raise ValueError("path_or_url must be a local path or an http(s) URL")
+        if location.startswith(("http://", "https://")) and self.sha256 is None:
+            raise ValueError("sha256 is required when path_or_url is a URL")
+        return self
+
+
+class Data(Section):
+    source: Literal[
+        "fashion_mnist", "image_folder", "archive", "mnist", "cifar10", "cifar100"
+    ] = "fashion_mnist"
+    val_fraction: OpenFraction = 0.1
+    test_fraction: OpenFraction = 0.2  # only for sources without their own test split
+    train_limit: NonNegativeInt = 0
+    test_limit: NonNegativeInt = 0
+    classes: Annotated[tuple[Name, ...], Field(min_length=2)] | None = None
+    min_images_per_class: PositiveInt = 5
+    max_unreadable_fraction: Fraction = 0.05
+    fashion_mnist: FashionMnist = FashionMnist()
+    images: Images = Images()
+    image_folder: ImageFolder = ImageFolder()
+    archive: Archive = Archive()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes must not list a class twice")
+        if self.source == "archive" and self.archive.path_or_url is None:
+            raise ValueError("archive.path_or_url is required when source is archive")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be < 1, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+
+class Preprocess(Section):
+    image_size: Annotated[int, Strict(), Field(ge=8)] | None = None  # null keeps the size
+    channels: Literal[1, 3] = 1
+    normalization: Literal["unit", "symmetric", "standardize"] = "unit"
+
+
+class Train(Section):
+    """Shared training settings; a variant's own epochs, batch_size, learning_rate win."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    learning_rate: PositiveFloat = 0.001
+    early_stopping_patience: NonNegativeInt = 3
+    shuffle_buffer: PositiveInt = 60_000  # in images
+
+
+class Compare(Section):
+    sort_by: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
+
+
+class Params(BaseModel):
+    """The whole file, validated; ``models`` maps each variant name to its own schema."""
+
+    model_config = {"frozen": True, "arbitrary_types_allowed": True}
+
+    seed: NonNegativeInt
+    data: Data = Data()
+    preprocess: Preprocess = Preprocess()
+    train: Train = Train()
+    models: dict[str, Variant]
+    compare: Compare = Compare()
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.models:
+            raise ConfigError(
+                f"unknown variant `{name}`; params.yaml models: {', '.join(sorted(self.models))}"
+            )
+        return self.models[name]
+
+
+SECTIONS = ("seed", "data", "preprocess", "train", "models", "compare")
+SECTION_MODELS = {"data": Data, "preprocess": Preprocess, "train": Train, "compare": Compare}
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The file as DVC reads it (ruamel, YAML 1.2), or a one-line ConfigError."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found")
+    try:
+        return YAML(typ="safe").load(path.read_text())
+    except YAMLError as exc:
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"{path} is not valid YAML: {problem[:300]}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path))
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate everything, values included; the first problem raises one ConfigError line."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml must be a mapping of sections")
+    _refuse_unknown(raw, SECTIONS, "")
+    for key in ("seed", "models"):
+        if key not in raw:
+            raise ConfigError(f"params.yaml: missing key `{key}`")
+    models = raw["models"]
+    if not isinstance(models, dict) or not models:
+        raise ConfigError("models must be a non-empty mapping of variant name -> settings")
+    for key, section in SECTION_MODELS.items():
+        _refuse_unknown_nested(raw.get(key), section, f"{key}.")
+    variants = {name: _parse_variant(name, spec) for name, spec in models.items()}
+    sections = {key: value for key, value in raw.items() if key != "models"}
+    # None for a section (a YAML key with nothing below it) means "all defaults".
+    sections = {key: value for key, value in sections.items() if value is not None or key == "seed"}
+    try:
+        return Params(models=variants, **sections)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, "")) from None
+
+
+def _parse_variant(name: Any, spec: Any) -> Variant:
+    where = f"models.{name}"
+    if not isinstance(name, str) or not VARIANT_NAME.match(name):
+        raise ConfigError(
+            f"{where}: variant names must be lower-case identifiers (they become file names)"
+        )
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{where}: `{name}` is taken by the compare stage's outputs")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping with at least `architecture`")
+    if "architecture" not in spec:
+        raise ConfigError(f"{where}: missing key `architecture`")
+    schema = schema_for(spec["architecture"])
+    if schema is None:
+        raise ConfigError(
+            f"{where}.architecture must be one of: {', '.join(architecture_names())}; "
+            f"got {spec['architecture']!r}"
+        )
+    _refuse_unknown(spec, tuple(schema.model_fields), f"{where}.", pattern="models.*.")
+    _refuse_unknown_nested(spec, schema, f"{where}.")
+    try:
+        return schema.model_validate(spec)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, f"{where}.")) from None
+
+
+def _refuse_unknown(raw: dict, allowed, prefix: str, pattern: str | None = None) -> None:
+    for key in raw:
+        if key in allowed:
+            continue
+        removed = REMOVED_KEYS.get(f"{pattern or prefix}{key}")
+        if removed:
+            raise ConfigError(f"`{prefix}{key}` was removed; {removed}")
+        close = difflib.get_close_matches(str(key), list(allowed), n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        raise ConfigError(
+            f"unknown key `{prefix}{key}` in params.yaml{hint}; allowed: {', '.join(allowed)}"
+        )
+
+
+def _one_line(exc: ValidationError, prefix: str) -> str:
+    error = exc.errors(include_url=False)[0]
+    location = ""
+    for part in error["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else f".{part}"
+    key = (prefix.rstrip(".") + location).lstrip(".") or "params.yaml"
+    message = error["msg"]
+    value = error.get("input")
+    shown = f"; got {value!r}" if not isinstance(value, dict) else ""
+    if error["type"] == "value_error":
+        return f"{key}: {message.removeprefix('Value error, ')}{shown}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key `{key}` in params.yaml"
+    if error["type"] == "missing" and isinstance(error["loc"][-1], int):
+        return f"{key.rsplit('[', 1)[0]}: too few values, nothing at [{error['loc'][-1]}]"
+    if error["type"] == "missing":
+        return f"params.yaml: missing key `{key}`"
+    return f"{key}: {message[0].lower()}{message[1:]}{shown}"
+
+
+def _refuse_unknown_nested(raw: Any, model: type[BaseModel], prefix: str) -> None:
+    """Unknown keys anywhere in a section, named with a close match, before pydantic runs."""
+    if not isinstance(raw, dict):
+        return
+    _refuse_unknown(raw, tuple(model.model_fields), prefix)
+    for name, field in model.model_fields.items():
+        for kind in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                _refuse_unknown_nested(raw.get(name), kind, f"{prefix}{name}.")

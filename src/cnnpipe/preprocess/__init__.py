@@ -1,0 +1,1 @@
+"""Stage preprocess: resize, channels and normalization fitted on the training split."""

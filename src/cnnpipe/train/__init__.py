@@ -1,0 +1,1 @@
+"""Stage train@<variant>: fitting, the self-supervised source task, curves, run environment."""

@@ -1,0 +1,243 @@
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnpipe.params import load_params, parse_params, with_overrides
+from cnnpipe.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    raw = copy.deepcopy(DEFAULTS)
+    *parents, leaf = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return raw
+
+
+def test_committed_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.seed == 42
+    assert "simple_cnn" in params.models
+    assert params.models["simple_cnn"].filters == (32, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("train.epochs", -1, "train.epochs: input should be greater than 0; got -1"),
+        ("train.epochs", 0, "train.epochs: input should be greater than 0; got 0"),
+        ("train.epochs", "ten", "train.epochs: input should be a valid integer; got 'ten'"),
+        ("train.epochs", 2.5, "train.epochs: input should be a valid integer; got 2.5"),
+        ("train.learning_rate", 0, "train.learning_rate: input should be greater than 0"),
+        ("train.learning_rate", "1e-4", "train.learning_rate: input should be a valid number"),
+        ("train.batch_size", True, "train.batch_size: input should be a valid integer; got True"),
+        ("train.epoch", 3, "unknown key `train.epoch` in params.yaml (did you mean `epochs`?)"),
+        ("data.val_fraction", 0.0, "data.val_fraction: input should be greater than 0"),
+        ("data.val_fraction", 1.5, "data.val_fraction: input should be less than 1"),
+        ("data.source", "imagenet", "data.source: input should be 'fashion_mnist'"),
+        ("preprocess.normalization", "zscore", "'unit', 'symmetric' or 'standardize'"),
+        ("preprocess.channels", 2, "preprocess.channels: input should be 1 or 3; got 2"),
+        ("preprocess.image_size", 4, "preprocess.image_size: input should be greater than or "
+         "equal to 8; got 4"),
+        ("seed", -3, "seed: input should be greater than or equal to 0; got -3"),
+        ("colour", "red", "unknown key `colour`"),
+        ("models.simple_cnn.architecture", "resnet9000", "must be one of: augmented_cnn"),
+        ("models.simple_cnn.filterz", [8, 8, 8], "`models.simple_cnn.filterz` in params.yaml "
+         "(did you mean `filters`?)"),
+        ("models.simple_cnn.epochs", 0, "models.simple_cnn.epochs: input should be greater than 0"),
+        ("models.simple_cnn.train_images", -5, "models.simple_cnn.train_images: input should be "
+         "greater than or equal to 0; got -5"),
+        ("models.Bad-Name", {"architecture": "simple_cnn"}, "lower-case identifiers"),
+        ("models.compare", {"architecture": "simple_cnn"}, "taken by the compare stage"),
+        # The values that used to pass every stage until train@<variant> ran:
+        ("models.simple_cnn.dense_units", -1, "models.simple_cnn.dense_units: input should be "
+         "greater than 0; got -1"),
+        ("models.regularized_cnn.conv_dropout", 1.5, "models.regularized_cnn.conv_dropout: "
+         "input should be less than 1; got 1.5"),
+        ("models.mobilenet_transfer.weights", "imagnet", "models.mobilenet_transfer.weights: "
+         "must be none, imagenet, pretrain or the path of a .weights.h5 file; got 'imagnet'"),
+        ("models.augmented_cnn.augmentation", {"rotation": 5}, "models.augmented_cnn."
+         "augmentation.rotation: input should be less than or equal to 1; got 5"),
+        ("models.simple_cnn.fine_tune_epochs", 2, "unknown key "
+         "`models.simple_cnn.fine_tune_epochs`"),
+        ("models.simple_cnn.filters", [], "models.simple_cnn.filters: tuple should have at least "
+         "1 item"),
+        ("models.mobilenet_transfer.image_size", 16, "models.mobilenet_transfer.image_size: input "
+         "should be greater than or equal to 32; got 16"),
+    ],
+)
+def test_bad_params_stop_with_a_message_naming_the_key(path, value, message):
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_change(path, value))
+    text = str(excinfo.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_imagenet_weights_need_a_published_width():
+    raw = with_changes({"models.mobilenet_transfer.weights": "imagenet",
+                        "models.mobilenet_transfer.alpha": 0.4})
+    with pytest.raises(ConfigError, match="alpha 0.4 has no ImageNet weights"):
+        parse_params(raw)
+
+
+def test_a_removed_key_says_where_the_setting_went(monkeypatch):
+    from cnnpipe.params import schema
+
+    monkeypatch.setitem(schema.REMOVED_KEYS, "models.*.value_range",
+                        "the preprocess stage records it")
+    with pytest.raises(ConfigError, match=r"^`models.simple_cnn.value_range` was removed; the "
+                       "preprocess stage records it$"):
+        parse_params(with_change("models.simple_cnn.value_range", [0, 1]))
+
+
+def test_numbers_are_read_as_dvc_reads_them(tmp_path):
+    """YAML 1.2, as DVC: `1e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("learning_rate: 0.001", "learning_rate: 1e-4")
+    assert "learning_rate: 1e-4" in text
+    path.write_text(text)
+    assert load_params(path).train.learning_rate == 0.0001
+
+
+def test_every_default_is_filled_in_the_resolved_settings():
+    from cnnpipe.params import resolved_configs
+    from cnnpipe.params.architectures import SimpleCnn
+
+    raw = with_change("models.simple_cnn", {"architecture": "simple_cnn"})
+    configs = resolved_configs(parse_params(raw))
+    simple = configs["resolved/train/simple_cnn.json"]
+    assert simple["hyperparameters"] == {
+        name: field.default for name, field in SimpleCnn.model_fields.items()
+        if name not in SimpleCnn.training_keys()
+    } | {"filters": [32, 64, 64]}
+    assert simple["train"]["shuffle_buffer"] == DEFAULTS["train"]["shuffle_buffer"]
+    assert configs["resolved/prepare.json"]["data"]["images"]["max_pixels"] == 50_000_000
+
+
+def test_unknown_architecture_lists_known_names():
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_change("models.simple_cnn.architecture", "resnet9000"))
+    assert "simple_cnn" in str(excinfo.value)
+
+
+def test_variant_overrides_shared_training_settings():
+    from cnnpipe.params.resolve import train_config
+
+    params = parse_params(with_change("models.simple_cnn.epochs", 2))
+    settings = train_config(params, "simple_cnn")["train"]
+    assert settings["epochs"] == 2
+    assert settings["batch_size"] == params.train.batch_size
+
+
+def test_params_stage_prints_one_line_and_exits_2_on_bad_params(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_change("train.epochs", -1)))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "params.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train.epochs: input should be greater than 0; got -1"
+    assert not (tmp_path / "resolved").exists()
+
+
+def with_changes(changes: dict):
+    raw = copy.deepcopy(DEFAULTS)
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"data.source": "imagenet"}, "data.source: input should be 'fashion_mnist', 'image_folder', "
+         "'archive', 'mnist', 'cifar10' or 'cifar100'; got 'imagenet'"),
+        ({"data.images.image_size": [4, 64]},
+         "data.images.image_size[0]: input should be greater than or equal to 8; got 4"),
+        ({"data.images.image_size": 64}, "data.images.image_size: input should be a valid tuple; got 64"),
+        ({"data.images.image_size": [64]}, "data.images.image_size: too few values, nothing at [1]"),
+        ({"data.images.image_size": [64, "x"]}, "data.images.image_size[1]: input should be a valid integer; got 'x'"),
+        ({"data.images.channels": 4}, "data.images.channels: input should be 1 or 3; got 4"),
+        ({"data.classes": ["cat"]}, "data.classes: tuple should have at least 2 items"),
+        ({"data.classes": ["cat", "cat"]}, "data: classes must not list a class twice"),
+        ({"data.classes": "cat"}, "data.classes: input should be a valid tuple; got 'cat'"),
+        ({"data.classes": ["cat", 3]}, "data.classes[1]: input should be a valid string; got 3"),
+        ({"data.test_fraction": 0}, "data.test_fraction: input should be greater than 0; got 0"),
+        ({"data.val_fraction": 0.5, "data.test_fraction": 0.5},
+         "data: val_fraction + test_fraction must be < 1"),
+        ({"data.max_unreadable_fraction": 1.5},
+         "data.max_unreadable_fraction: input should be less than or equal to 1; got 1.5"),
+        ({"data.min_images_per_class": 0}, "data.min_images_per_class: input should be greater than 0; got 0"),
+        ({"data.source": "archive"},
+         "data: archive.path_or_url is required when source is archive"),
+        ({"data.archive.path_or_url": "https://example.org/x.zip"},
+         "data.archive: sha256 is required when path_or_url is a URL"),
+        ({"data.archive.path_or_url": "ftp://example.org/x.zip", "data.archive.sha256": "a" * 64},
+         "must be a local path or an http(s) URL"),
+        ({"data.archive.sha256": "abc"}, "data.archive.sha256: string should match pattern"),
+        ({"data.archive.max_extracted_mb": 0}, "data.archive.max_extracted_mb: input should be greater than 0; got 0"),
+        ({"data.image_folder.pth": "x"}, "unknown key `data.image_folder.pth` in params.yaml (did you mean `path`?)"),
+    ],
+)
+def test_bad_data_source_params_stop_with_one_line(changes, message):
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_changes(changes))
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_data_source_params_are_typed():
+    params = parse_params(with_changes({
+        "data.source": "archive",
+        "data.archive.path_or_url": "https://example.org/pets.tar.gz",
+        "data.archive.sha256": "ab" * 32,
+        "data.classes": ["dog", "cat"],
+        "data.images.image_size": [32, 48],
+    }))
+    assert params.data.classes == ("dog", "cat")
+    assert params.data.images.image_size == (32, 48)
+    assert params.data.images.channels == 3
+    assert params.data.test_fraction == 0.2
+    assert params.data.archive.max_members == 200_000
+    assert parse_params(DEFAULTS).data.classes is None
+
+
+def test_overrides_set_nested_keys_and_refuse_missing_sections():
+    changed = with_overrides(DEFAULTS, [("models.simple_cnn.dense_units", 12)])
+    assert changed["models"]["simple_cnn"]["dense_units"] == 12
+    assert DEFAULTS["models"]["simple_cnn"]["dense_units"] == 64  # the input is not mutated
+    with pytest.raises(ConfigError, match="cannot set `modles.simple_cnn.epochs`"):
+        with_overrides(DEFAULTS, [("modles.simple_cnn.epochs", 3)])
+
+
+def full_profile_overrides() -> list[tuple[str, object]]:
+    """The `-S key=value` pairs of the README's `dvc exp run -n full` command."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("dvc exp run -n full"):]
+    block = block[: block.index("```")]
+    pairs = re.findall(r"-S '?([\w.]+)=([^'\s]+)'?", block)
+    return [(key, yaml.safe_load(value)) for key, value in pairs]
+
+
+def test_readme_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
+    params = parse_params(with_overrides(DEFAULTS, full_profile_overrides()))
+    for name, variant in params.models.items():
+        target_epochs = (variant.epochs or params.train.epochs) + getattr(
+            variant, "fine_tune_epochs", 0)
+        assert target_epochs >= 30, name
+        assert variant.train_images == 0, name
