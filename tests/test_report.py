@@ -42,7 +42,7 @@ def test_variant_metrics_groups_eval_and_train_files_per_variant():
             "total_params": {"old": 100, "new": 120, "diff": 20},
             "environment.tensorflow": {"old": "2.20.0", "new": "2.21.0"},
         },
-        "metrics/speed/a.json": {"latency_ms_per_image": {"old": 1.0, "new": 2.0, "diff": 1.0}},
+        "reports/speed/a.json": {"latency_ms_per_image": {"old": 1.0, "new": 2.0, "diff": 1.0}},
         "metrics/b.json": {"accuracy": {"old": None, "new": 0.5}},
         "metrics/c.json": {"accuracy": {"old": 0.4, "new": None}},
     }
