@@ -22,9 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import yaml  # noqa: E402
 
 from cnnpipe.core import layout  # noqa: E402
-from cnnpipe.params import parse_params, with_overrides  # noqa: E402
 from cnnpipe.core.io import load_split, read_json  # noqa: E402
-from cnnpipe.preprocess.preprocessing import Preprocessing  # noqa: E402
+from cnnpipe.params import parse_params, read_yaml, with_overrides  # noqa: E402
+from cnnpipe.params.resolve import train_config  # noqa: E402
 
 
 def main() -> None:
@@ -39,23 +39,24 @@ def main() -> None:
 
     overrides = [(key, yaml.safe_load(value))
                  for key, _, value in (assignment.partition("=") for assignment in args.set)]
-    params = parse_params(with_overrides(yaml.safe_load(layout.PARAMS.read_text()), overrides))
+    params = parse_params(with_overrides(read_yaml(layout.PARAMS), overrides))
     card = read_json(layout.DATA_CARD)
-    prep = Preprocessing.from_dict(read_json(layout.PREPROCESSING))
+    prep = read_json(layout.PREPROCESSING)
+    input_shape = (*prep["image_size"], prep["channels"])
     train = load_split(layout.PROCESSED / "train.npz")
     x, y = train.images[: args.images], train.labels[: args.images]
     full = len(train.labels)
     wanted = [v for v in args.variants.split(",") if v] or list(params.models)
     print(f"{'variant':24s} {'params':>10s} {'img/s':>8s} {'s/full epoch':>13s}")
     for name in wanted:
-        variant = params.variant(name)
+        config = train_config(params, name)  # what train@<name> would read
         seed_everything(params.seed)
-        hp = {k: v for k, v in variant.hyperparameters.items() if k != "weights"}
-        model = build_model(variant.architecture, prep.input_shape, card["num_classes"],
-                            value_range=prep.value_range, **hp)
-        settings = variant.resolved(params.train)
-        compile_model(model, card["num_classes"], settings.learning_rate)
-        ds = make_dataset(x, y, settings.batch_size)
+        hp = {k: v for k, v in config["hyperparameters"].items() if k != "weights"}
+        model = build_model(config["architecture"], input_shape, card["num_classes"],
+                            value_range=tuple(prep["value_range"]), **hp)
+        settings = config["train"]
+        compile_model(model, card["num_classes"], settings["learning_rate"])
+        ds = make_dataset(x, y, settings["batch_size"])
         model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
         start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)

@@ -277,7 +277,7 @@ def test_gradcam_points_at_the_patch_that_decides_the_class():
 def test_gradcam_runs_for_every_architecture(name, num_classes):
     model = tiny(name, num_classes)
     layer = find_gradcam_layer(model)
-    assert layer == EXPECTED_GRADCAM_LAYER.get(name, layer)
+    assert layer == EXPECTED_GRADCAM_LAYER[name]  # a new architecture needs an entry
     images = noise(5)
     heatmaps = gradcam_heatmaps(model, images, batch_size=2)  # exercises several batches
     assert heatmaps.shape == (5, 32, 32) and heatmaps.dtype == np.float32

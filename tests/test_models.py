@@ -69,11 +69,47 @@ def _fresh_keras():
     yield
 
 
-def test_registry_lists_all_architectures_sorted():
+def registry_builder(name):
+    from cnnpipe.models.registry import _builder
+
+    return _builder(name)
+
+
+def test_registry_lists_all_architectures():
     names = available_models()
     assert EXPECTED <= set(names)
-    assert names == sorted(names)
     assert set(TINY) == set(names), "add tiny hyperparameters for every new architecture"
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_each_builder_takes_exactly_its_schema_and_shares_its_defaults(name):
+    """params.yaml is checked against the schemas (no TensorFlow); the builders must take
+    the same keys, and their keyword defaults (for direct library use) must not drift."""
+    import inspect
+
+    from cnnpipe.params.architectures import architecture_names, schema_for
+
+    assert name in architecture_names()
+    schema = schema_for(name)
+    fields = {
+        key: field.default for key, field in schema.model_fields.items()
+        if key not in schema.training_keys()
+    }
+    builder = inspect.signature(registry_builder(name)).parameters
+    keywords = {
+        key: p.default for key, p in builder.items()
+        if p.kind is p.KEYWORD_ONLY and key != "value_range"
+    }
+    assert set(keywords) == set(fields)
+    for key, default in fields.items():
+        if key == "augmentation" and default is not None:
+            # augmented_cnn's builder turns None into its own default augmentation.
+            from cnnpipe.models.architectures import DEFAULT_AUGMENTATION
+
+            assert keywords[key] is None
+            assert {k: v for k, v in default.model_dump().items() if v} == DEFAULT_AUGMENTATION
+            continue
+        assert keywords[key] == default, key
 
 
 @pytest.mark.parametrize("name", available_models())

@@ -73,3 +73,30 @@ def test_flops_estimate_matches_a_hand_count():
     conv3 = 3 * 3 * 8 * 9 * 8
     dense = 72 * 16 + 16 * 10
     assert estimate_flops(model) == 2 * (conv1 + conv2 + conv3 + dense)
+
+
+def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
+    """Evaluate and predict load model.keras: it must be the trained model, and saving the
+    same weights twice must give the same bytes (else DVC re-runs evaluate for nothing)."""
+    import time
+
+    from cnnpipe.evaluate.inference import load_trained_model
+    from cnnpipe.models import build_model
+    from cnnpipe.train.training import save_model_files
+
+    seed_everything(0)
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 3
+    x = rng.random((64, 28, 28, 1)).astype(np.float32)
+    model = build_model("mobilenet_transfer", (28, 28, 1), 3, alpha=0.35, image_size=32,
+                        dense_units=8, augmentation={"flip": "horizontal", "seed": 0})
+    train_model(model, x, y, x[:16], y[:16], 3,
+                settings(epochs=1, batch_size=16, learning_rate=0.01), seed=0)
+    save_model_files(model, tmp_path / "a.keras", tmp_path / "a.weights.h5")
+    time.sleep(1.1)  # Keras stamps the save time in seconds
+    save_model_files(model, tmp_path / "b.keras", tmp_path / "b.weights.h5")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    loaded = load_trained_model(tmp_path / "a.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6
+    )
