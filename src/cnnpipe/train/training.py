@@ -233,9 +233,11 @@ def save_model_files(model, keras_path: str | Path, weights_path: str | Path) ->
     """Save the model whole (``.keras``) and its weights, both byte-identical for identical
     weights.
 
-    Keras stamps the save time into the ``.keras`` archive (its metadata and the weights
-    entry's zip date), so every save would look like a new model to DVC and re-run every
-    stage that loads it. Those two stamps are taken out; nothing reads them.
+    Keras stamps each save with things that change from run to run: the save time (in the
+    metadata and as the weights entry's zip date) and the memory addresses of shared objects
+    (``shared_object_id`` in the config). DVC would take every save for a new model and
+    re-run every stage that loads it. The times are dropped and the addresses numbered in
+    order of appearance, which is all the loader needs: it only matches equal ids.
     """
     from cnnpipe.core.io import atomic_path
 
@@ -251,4 +253,24 @@ def save_model_files(model, keras_path: str | Path, weights_path: str | Path) ->
                     metadata = json.loads(content)
                     metadata.pop("date_saved", None)
                     content = json.dumps(metadata, sort_keys=True).encode()
+                elif name == "config.json":
+                    content = json.dumps(_numbered_shared_objects(json.loads(content))).encode()
                 archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content)
+
+
+def _numbered_shared_objects(config):
+    numbers: dict[int, int] = {}
+
+    def renumber(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "shared_object_id":
+                    node[key] = numbers.setdefault(value, len(numbers) + 1)
+                else:
+                    renumber(value)
+        elif isinstance(node, list):
+            for item in node:
+                renumber(item)
+
+    renumber(config)
+    return config
