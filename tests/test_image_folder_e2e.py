@@ -90,8 +90,7 @@ def test_remote_round_trip_gives_the_same_model(repo, tmp_path):
     script = (
         "import json, sys; from cnnpipe.evaluate.inference import load_trained_model, predict_outputs; "
         "from cnnpipe.core.io import load_split; "
-        "card = json.load(open('models/simple_cnn/model_card.json')); "
-        "m = load_trained_model(card, 'models/simple_cnn/model.weights.h5'); "
+        "m = load_trained_model('models/simple_cnn/model.keras'); "
         "x = load_split('data/processed/test.npz').images; "
         "print(json.dumps(predict_outputs(m, x).tolist()))"
     )
