@@ -79,7 +79,7 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument(
         "--model", "-m", required=True, metavar="VARIANT",
         help="the trained variant, a folder under --models-dir holding model_card.json and "
-             "model.weights.h5 (the names under `models:` in params.yaml, e.g. simple_cnn)",
+             "model.keras (the names under `models:` in params.yaml, e.g. simple_cnn)",
     )
     parser.add_argument(
         "--models-dir", default="models", metavar="DIR",

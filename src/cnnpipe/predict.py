@@ -83,7 +83,7 @@ class Predictor:
 
 
 def available_variants(models_dir: str | Path) -> list[str]:
-    """Variants under ``models_dir`` with both a model card and a weights file."""
+    """Variants under ``models_dir`` with both a model card and a saved model."""
     root = Path(models_dir)
     if not root.is_dir():
         return []
