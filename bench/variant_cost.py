@@ -1,7 +1,8 @@
 """Training throughput of each variant in params.yaml (or overrides), for sizing the defaults.
 
-Trains every variant for one epoch on a slice of the processed training split and prints
-images/second and the projected seconds per full epoch. Run after `dvc repro preprocess`:
+Trains every variant for one epoch on a slice of the prepared training split (read from its
+shards as the train stage does) and prints images/second and the projected seconds per full
+epoch. Run after `dvc repro preprocess`:
 
     python bench/variant_cost.py [--images 6000] [--variants a,b] [--set KEY=VALUE ...]
 
@@ -19,10 +20,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from cnnpipe.core import layout  # noqa: E402
-from cnnpipe.core.io import load_split, read_json  # noqa: E402
+from cnnpipe.core.io import read_json  # noqa: E402
+from cnnpipe.core.shards import ShardSet  # noqa: E402
 from cnnpipe.params import parse_params, read_yaml, with_overrides  # noqa: E402
 from cnnpipe.params.resolve import train_config  # noqa: E402
 
@@ -35,32 +38,31 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import compile_model, count_parameters, make_dataset, seed_everything
+    from cnnpipe.train.training import compile_model, count_parameters, seed_everything
 
     overrides = [(key, yaml.safe_load(value))
                  for key, _, value in (assignment.partition("=") for assignment in args.set)]
     params = parse_params(with_overrides(read_yaml(layout.PARAMS), overrides))
     card = read_json(layout.DATA_CARD)
     prep = read_json(layout.PREPROCESSING)
-    input_shape = (*prep["image_size"], prep["channels"])
-    train = load_split(layout.PROCESSED / "train.npz")
-    x, y = train.images[: args.images], train.labels[: args.images]
-    full = len(train.labels)
+    train = ShardSet(layout.split_dir("train"))
+    images = min(args.images, len(train))
+    full = len(train)
     wanted = [v for v in args.variants.split(",") if v] or list(params.models)
     print(f"{'variant':24s} {'params':>10s} {'img/s':>8s} {'s/full epoch':>13s}")
     for name in wanted:
         config = train_config(params, name)  # what train@<name> would read
         seed_everything(params.seed)
         hp = {k: v for k, v in config["hyperparameters"].items() if k != "weights"}
-        model = build_model(config["architecture"], input_shape, card["num_classes"],
-                            value_range=tuple(prep["value_range"]), **hp)
+        model = build_model(config["architecture"], train.image_shape, card["num_classes"],
+                            preprocessing=prep, **hp)
         settings = config["train"]
         compile_model(model, card["num_classes"], settings["learning_rate"])
-        ds = make_dataset(x, y, settings["batch_size"])
+        ds = train.dataset(settings["batch_size"], subset=np.arange(images))
         model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
         start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)
-        rate = len(y) / (time.perf_counter() - start)
+        rate = images / (time.perf_counter() - start)
         print(f"{name:24s} {count_parameters(model)[0]:>10d} {rate:>8.0f} {full / rate:>13.1f}",
               flush=True)
 

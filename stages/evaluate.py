@@ -18,7 +18,7 @@ from cnnpipe.evaluate.metrics import (
     reliability_table,
     roc_rows,
 )
-from cnnpipe.core.io import load_split, read_json, write_csv, write_json
+from cnnpipe.core.io import read_json, write_csv, write_json
 from cnnpipe.evaluate.figures import (
     plot_confident_mistakes,
     plot_confusion_matrix,
@@ -28,6 +28,7 @@ from cnnpipe.evaluate.figures import (
     plot_reliability_diagram,
 )
 from cnnpipe.core.runner import run
+from cnnpipe.core.shards import ShardSet
 
 GALLERY = 16  # images per figure: enough to spot patterns, few enough to read the titles
 PLOT_TABLES = {
@@ -39,53 +40,58 @@ PLOT_TABLES = {
 
 def main(variant_name: str) -> None:
     from cnnpipe.evaluate.diagnostics import feature_maps, find_gradcam_layer, gradcam_heatmaps
-    from cnnpipe.evaluate.inference import load_trained_model, measure_latency, predict_outputs
+    from cnnpipe.evaluate.inference import (
+        INFERENCE_BATCH, load_trained_model, measure_latency, predict_outputs,
+    )
 
     card = read_json(layout.model_card(variant_name))
     names = card["class_names"]
-    test = load_split(layout.PROCESSED / "test.npz")
+    test = ShardSet(layout.split_dir("test"))
+    labels = test.labels
     model = load_trained_model(layout.model_file(variant_name))
     start = time.perf_counter()
-    outputs = predict_outputs(model, test.images)
+    # The model takes the stored uint8 pixels and normalizes them itself.
+    outputs = predict_outputs(model, test.dataset(INFERENCE_BATCH))
     batch_seconds = time.perf_counter() - start
 
-    metrics = extended_metrics(test.labels, outputs, names)
+    metrics = extended_metrics(labels, outputs, names)
     # Trainable counts depend on the training phase; metrics/train/<variant>.json has them.
     metrics["total_params"] = model.count_params()
     write_json(layout.eval_metrics(variant_name), metrics)
     # Timings vary run to run, so they live apart from the reproducible metrics above.
     write_json(layout.speed_metrics(variant_name), {
-        "test_images_per_second": round(len(test.labels) / batch_seconds, 1),
-        "latency_ms_per_image": round(measure_latency(model, test.images[:1]) * 1000, 3),
+        "test_images_per_second": round(len(labels) / batch_seconds, 1),
+        "latency_ms_per_image": round(measure_latency(model, test.read([0])) * 1000, 3),
     })
 
     predicted = as_class_probabilities(outputs).argmax(axis=1)
-    write_csv(layout.confusion_table(variant_name), confusion_rows(test.labels, predicted, names))
+    write_csv(layout.confusion_table(variant_name), confusion_rows(labels, predicted, names))
     for kind, table in PLOT_TABLES.items():
-        write_csv(layout.plot_table(kind, variant_name), table(test.labels, outputs))
+        write_csv(layout.plot_table(kind, variant_name), table(labels, outputs))
 
     images = layout.image_dir(variant_name)
     plot_confusion_matrix(
-        confusion_counts(test.labels, predicted, card["num_classes"]), names,
+        confusion_counts(labels, predicted, card["num_classes"]), names,
         images / "confusion_matrix.png", title=f"{variant_name}: confusion matrix (row-normalized)",
     )
-    plot_reliability_diagram(test.labels, outputs, images / "reliability.png",
+    plot_reliability_diagram(labels, outputs, images / "reliability.png",
                              title=f"{variant_name}: reliability")
     # Evenly spaced over the test split, whose order is fixed: the same images every run, and
     # every class even when a folder source stored the split sorted by class.
-    sample = np.linspace(0, len(test.labels) - 1, min(GALLERY, len(test.labels))).astype(int)
-    plot_prediction_grid(test.images[sample], test.labels[sample], outputs[sample], names,
+    sample = np.linspace(0, len(labels) - 1, min(GALLERY, len(labels))).astype(int)
+    gallery = test.read(sample)
+    plot_prediction_grid(gallery, labels[sample], outputs[sample], names,
                          images / "predictions.png", n=GALLERY,
                          title=f"{variant_name}: predictions")
-    plot_confident_mistakes(test.images, test.labels, outputs, names,
+    plot_confident_mistakes(test.read, labels, outputs, names,
                             images / "confident_mistakes.png", n=GALLERY,
                             title=f"{variant_name}: most confident mistakes")
     layer = find_gradcam_layer(model)
-    heatmaps = gradcam_heatmaps(model, test.images[sample], layer=layer)
-    plot_gradcam_grid(test.images[sample], heatmaps, test.labels[sample], outputs[sample], names,
+    heatmaps = gradcam_heatmaps(model, gallery, layer=layer)
+    plot_gradcam_grid(gallery, heatmaps, labels[sample], outputs[sample], names,
                       images / "gradcam.png", title=f"{variant_name}: Grad-CAM at {layer}")
-    plot_feature_maps(feature_maps(model, test.images[0]), images / "feature_maps.png",
-                      image=test.images[0], title=f"{variant_name}: feature maps")
+    plot_feature_maps(feature_maps(model, gallery[0]), images / "feature_maps.png",
+                      image=gallery[0], title=f"{variant_name}: feature maps")
     print(f"{variant_name}: test accuracy {metrics['accuracy']:.4f}, "
           f"macro-F1 {metrics['macro_f1']:.4f}")
 

@@ -10,21 +10,20 @@ import time
 from pathlib import Path
 
 from cnnpipe.core import layout
-from cnnpipe.core.io import load_split, read_json, write_csv, write_json
+from cnnpipe.core.io import read_json, write_csv, write_json
 from cnnpipe.core.runner import run
 from cnnpipe.core.sampling import labelled_subset
 from cnnpipe.core.settings import read_settings
+from cnnpipe.core.shards import ShardSet
 
 
 def main(variant_name: str) -> None:
     config = read_settings(layout.resolved_train(variant_name))
-    settings = config.train
     card = read_json(layout.DATA_CARD)
     preprocessing = read_json(layout.PREPROCESSING)
-    input_shape = (*preprocessing["image_size"], preprocessing["channels"])
-    value_range = tuple(preprocessing["value_range"])
-    train = load_split(layout.PROCESSED / "train.npz")
-    val = load_split(layout.PROCESSED / "val.npz")
+    train = ShardSet(layout.split_dir("train"))
+    val = ShardSet(layout.split_dir("val"))
+    raw_shape = tuple(train.image_shape)
 
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -34,9 +33,11 @@ def main(variant_name: str) -> None:
     from cnnpipe.train.environment import describe_environment
     from cnnpipe.train.pretraining import ROTATIONS
     from cnnpipe.train.training import (
+        balanced_class_weight,
         count_parameters,
         estimate_flops,
         pretrain_backbone,
+        resolve_batch_size,
         save_model_files,
         seed_everything,
         train_model,
@@ -46,7 +47,19 @@ def main(variant_name: str) -> None:
     seed_everything(seed)
     # Pretraining uses every training image (its task ignores the labels); the target task
     # learns from at most `train_images` labelled ones.
-    labelled = train.take(labelled_subset(train.labels, settings.train_images, seed))
+    labelled = labelled_subset(train.labels, config.train.train_images, seed)
+    # Settings that depend on the data are resolved here, once it is known, and recorded in
+    # the model card with the rest.
+    settings = {
+        **config.train.to_dict(),
+        "batch_size": resolve_batch_size(
+            config.train.batch_size, len(labelled), config.train.min_steps_per_epoch
+        ),
+    }
+    class_weight = (
+        balanced_class_weight(train.labels[labelled], card["num_classes"])
+        if settings["class_weight"] == "balanced" else None
+    )
     hyperparameters = config.hyperparameters.to_dict()
     if hyperparameters.get("augmentation"):
         hyperparameters["augmentation"] = {"seed": seed, **hyperparameters["augmentation"]}
@@ -54,12 +67,18 @@ def main(variant_name: str) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if hyperparameters.get("weights") == "pretrain":
             source = build_model(
-                config.architecture, input_shape, ROTATIONS,
-                value_range=value_range, **{**hyperparameters, "weights": "none"},
+                config.architecture, raw_shape, ROTATIONS,
+                preprocessing=preprocessing, **{**hyperparameters, "weights": "none"},
             )
+            pretrain_settings = {
+                **settings,
+                "batch_size": resolve_batch_size(
+                    config.train.batch_size, len(train), config.train.min_steps_per_epoch
+                ),
+            }
             start = time.perf_counter()
             history = pretrain_backbone(
-                source, train.images, val.images, settings, settings.pretrain_epochs, seed
+                source, train, val, pretrain_settings, settings["pretrain_epochs"], seed
             )
             pretraining = {
                 "pretrain_task": "rotation",
@@ -71,14 +90,20 @@ def main(variant_name: str) -> None:
             hyperparameters["weights"] = str(Path(scratch) / "backbone.weights.h5")
             find_backbone(source).save_weights(hyperparameters["weights"])
         model = build_model(
-            config.architecture, input_shape, card["num_classes"],
-            value_range=value_range, **hyperparameters,
+            config.architecture, raw_shape, card["num_classes"],
+            preprocessing=preprocessing, **hyperparameters,
         )
+    train_ds = train.dataset(
+        settings["batch_size"], shuffle=True, seed=seed,
+        shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=labelled,
+    )
+    val_ds = val.dataset(settings["batch_size"])
     # dvcyaml=False: dvc.yaml declares the plots itself; a stage must not rewrite it.
     with Live(str(layout.live_dir(variant_name)), dvcyaml=False, save_dvc_exp=False) as live:
         result = train_model(
-            model, labelled.images, labelled.labels, val.images, val.labels, card["num_classes"],
-            settings, seed, callbacks=[DVCLiveCallback(live=live)],
+            model, train_ds, val_ds, card["num_classes"], settings,
+            images_per_epoch=len(labelled), class_weight=class_weight,
+            callbacks=[DVCLiveCallback(live=live)],
         )
 
     save_model_files(model, layout.model_file(variant_name), layout.weights_file(variant_name))
@@ -89,13 +114,15 @@ def main(variant_name: str) -> None:
         "architecture": config.architecture,
         "class_names": card["class_names"],
         "num_classes": card["num_classes"],
-        "raw_image_shape": card["image_shape"],
+        "raw_image_shape": list(raw_shape),
+        "image_loading": card.get("image_loading"),
         "preprocessing": preprocessing,
-        "config": config.to_dict(),
+        "config": {**config.to_dict(), "train": settings},
     })
     total, trainable = count_parameters(model)
     write_json(layout.train_metrics(variant_name), {
         "train_images": len(labelled),
+        "batch_size": settings["batch_size"],
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(result.history["val_loss"]),

@@ -6,10 +6,12 @@ dataset gets exactly the model input evaluation gave it:
 1. :func:`~cnnpipe.data.decode.decode_image` with the channels of the prepared data
    (a colour photo becomes grayscale for Fashion-MNIST; transparency is flattened onto white);
 2. :func:`~cnnpipe.data.folders.fit_to_size` to the prepared data's height and width, the
-   resize the image-folder sources use (Pillow bilinear, centre crop when the data card says
-   ``crop_to_aspect_ratio``); nothing happens when the file already has that size;
-3. :func:`~cnnpipe.preprocess.preprocessing.apply_preprocessing` with the fitted preprocessing saved in
-   the model card (resize to the model's input size, channels, normalization).
+   resize the image-folder sources use (Pillow bilinear, centre crop when the model card's
+   ``image_loading`` says ``crop_to_aspect_ratio``); nothing happens when the file already
+   has that size.
+
+Those uint8 pixels are the model's input: the saved model resizes, converts channels and
+normalizes them itself, with the constants it was trained with.
 
 Every decodable file then goes through the model in one batch. A file that cannot be read or
 decoded gets an error of its own; the other files are still classified.
@@ -31,7 +33,6 @@ import numpy as np
 
 from cnnpipe.data.decode import ImageDecodeError, decode_image
 from cnnpipe.core.errors import CnnpipeError, ConfigError
-from cnnpipe.preprocess.preprocessing import Preprocessing, apply_preprocessing
 
 CARD_NAME = "model_card.json"
 MODEL_NAME = "model.keras"
@@ -76,8 +77,7 @@ class Predictor:
     variant: str
     model: Any  # keras.Model
     class_names: tuple[str, ...]
-    raw_shape: tuple[int, int, int]  # (H, W, C) of the prepared data
-    preprocessing: Preprocessing
+    raw_shape: tuple[int, int, int]  # (H, W, C) of the prepared data: the model's input
     crop_to_aspect_ratio: bool = False
     icons: dict[str, str] = field(default_factory=dict)
 
@@ -196,10 +196,6 @@ def load_predictor(
     card = _read_card(card_path)
     raw_shape = _raw_shape(card, card_path)
     class_names = _class_names(card, card_path)
-    try:
-        prep = Preprocessing.from_dict(card["preprocessing"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{card_path}: unreadable preprocessing ({exc!r})") from None
     data = _matching_data_card(data_card, card)
 
     from cnnpipe.evaluate.inference import load_trained_model
@@ -222,7 +218,6 @@ def load_predictor(
         model=model,
         class_names=class_names,
         raw_shape=raw_shape,
-        preprocessing=prep,
         crop_to_aspect_ratio=_crop_to_aspect_ratio(card, data),
         icons=_icons(card, data),
     )
@@ -278,7 +273,7 @@ def classify_files(
     """A :class:`Prediction` per file, in order, and the model inputs of the decodable ones.
 
     All decodable files go through the model in one ``predict`` call. The inputs (N, H, W, C),
-    normalized as the model saw them, are in the order of the successful predictions.
+    the raw uint8 pixels the model took, are in the order of the successful predictions.
     """
     from cnnpipe.evaluate.metrics import as_class_probabilities
     from cnnpipe.evaluate.inference import predict_outputs
@@ -292,10 +287,9 @@ def classify_files(
             prediction.error = exc.reason
             continue
         decoded.append(prediction)
-    prep = predictor.preprocessing
     if not decoded:
-        return predictions, np.zeros((0, *prep.input_shape), dtype=np.float32)
-    inputs = apply_preprocessing(np.stack(raws), prep)
+        return predictions, np.zeros((0, *predictor.raw_shape), dtype=np.uint8)
+    inputs = np.stack(raws)
     probabilities = as_class_probabilities(predict_outputs(predictor.model, inputs))
     if probabilities.shape != (len(decoded), len(predictor.class_names)):
         raise ConfigError(

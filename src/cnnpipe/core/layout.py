@@ -11,6 +11,11 @@ PREPROCESSING = PROCESSED / "preprocessing.json"
 SPLITS = ("train", "val", "test")
 
 
+def split_dir(split: str) -> Path:
+    """A prepared split: uint8 record shards (cnnpipe.core.shards), read as a stream."""
+    return PREPARED / split
+
+
 def model_dir(variant: str) -> Path:
     return Path("models") / variant
 

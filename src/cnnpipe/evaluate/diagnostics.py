@@ -3,7 +3,8 @@
 Layers are addressed by *path*: ``"conv3"`` for a layer of the model itself,
 ``"mobilenetv2_base/out_relu"`` for a layer inside a nested model (Keras refuses ``/`` in
 layer names, so a path is unambiguous). Functions take a built ``keras.Model`` and arrays of
-normalized model inputs ``(N, H, W, C)`` and return NumPy arrays; nothing is written.
+raw uint8 model inputs ``(N, H, W, C)`` (the models normalize inside) and return NumPy
+arrays; nothing is written.
 
 Example:
 
@@ -177,7 +178,7 @@ def gradcam_heatmaps(
 
     Args:
         model: a built classification model with one output (sigmoid unit or softmax).
-        images: ``(N, H, W, C)`` normalized model inputs.
+        images: ``(N, H, W, C)`` raw uint8 model inputs.
         class_indices: the class each heatmap explains, ``(N,)``; None explains the predicted
             class. For a sigmoid head class 1 follows the logit and class 0 its negative
             (the direction of ``p`` and ``1 - p``).
@@ -188,7 +189,7 @@ def gradcam_heatmaps(
     so that its maximum is 1. One without positive evidence is all zeros: that happens when
     a model recognizes a class only by the absence of another class's features.
     """
-    images = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != tuple(model.input.shape[1:]):
         raise ValueError(
             f"images of shape {images.shape} do not fit the model input {model.input.shape}"
@@ -248,7 +249,7 @@ def gradcam_heatmaps(
 
 
 def overlay_heatmap(image, heatmap, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:
-    """``image`` (normalized ``(H, W, C)``, C 1 or 3) blended with a colour-mapped heatmap.
+    """``image`` (raw uint8 ``(H, W, C)``, C 1 or 3) blended with a colour-mapped heatmap.
 
     Also takes a batch, ``(N, H, W, C)`` with ``(N, H, W)`` heatmaps. Returns uint8 RGB.
     """
@@ -272,10 +273,10 @@ def feature_maps(
 ) -> dict[str, np.ndarray]:
     """Activations ``(H', W', <= max_channels)`` of the first ``max_layers`` conv layers.
 
-    ``image`` is one normalized ``(H, W, C)`` input; keys are layer paths in graph order
+    ``image`` is one raw uint8 ``(H, W, C)`` input; keys are layer paths in graph order
     (for mobilenet_transfer they lie inside ``mobilenetv2_base``).
     """
-    image = np.asarray(image, dtype=np.float32)
+    image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"feature_maps takes one (H, W, C) image; got shape {image.shape}")
     paths = [path for path, layer in _walk(model) if isinstance(layer, CONV_TYPES)]

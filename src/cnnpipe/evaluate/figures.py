@@ -47,19 +47,19 @@ _GALLERY_COLUMNS = 8
 
 
 def display_images(images) -> np.ndarray:
-    """Normalized model inputs ``(N, H, W, C)`` (C 1 or 3, or ``(N, H, W)``) -> RGB in [0, 1].
+    """Raw uint8 model inputs ``(N, H, W, C)`` (C 1 or 3, or ``(N, H, W)``) -> RGB in [0, 1].
 
-    Min-max per image: the normalization (unit, symmetric, standardized) is undone without
-    knowing it, at the cost of stretching each image's contrast. A constant image is black.
+    The models take the stored pixels and normalize inside, so what is drawn is exactly
+    what the model was given.
     """
-    images = np.asarray(images, dtype=np.float64)
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected raw uint8 images; got {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"expected (N, H, W, 1 or 3) images; got shape {images.shape}")
-    low = images.min(axis=(1, 2, 3), keepdims=True)
-    span = images.max(axis=(1, 2, 3), keepdims=True) - low
-    scaled = np.divide(images - low, span, out=np.zeros_like(images), where=span > 0)
+    scaled = images.astype(np.float64) / 255.0
     return np.repeat(scaled, 3, axis=-1) if scaled.shape[-1] == 1 else scaled
 
 
@@ -131,11 +131,12 @@ def plot_prediction_grid(
 
 
 def plot_confident_mistakes(
-    images, labels, outputs, class_names, path: str | Path, n: int = 16, title: str = ""
+    read_images, labels, outputs, class_names, path: str | Path, n: int = 16, title: str = ""
 ) -> None:
     """The ``n`` wrong predictions made with the highest confidence, most confident first.
 
-    These are the labelling errors and systematic confusions worth looking at; a model
+    ``read_images(indices)`` returns those images (e.g. ``ShardSet.read``), so only the ``n``
+    shown are ever loaded. These are the labelling errors and systematic confusions worth looking at; a model
     without mistakes gets a figure saying so, so the stage output always exists.
     """
     labels, predicted, confidence = _predictions(labels, outputs)
@@ -149,7 +150,7 @@ def plot_confident_mistakes(
         save_figure(fig, path)
         return
     order = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
-    _gallery(np.asarray(images)[order], labels[order], predicted[order], confidence[order],
+    _gallery(read_images(order), labels[order], predicted[order], confidence[order],
              class_names, path, title)
 
 

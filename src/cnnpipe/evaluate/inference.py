@@ -22,8 +22,12 @@ def load_trained_model(model_path: str | Path):
     return keras.saving.load_model(model_path, compile=False)
 
 
-def predict_outputs(model, images: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+def predict_outputs(model, images, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
+    """Model outputs for raw uint8 ``images``: an array, or a tf.data stream of batches
+    (labels, if it yields them, are ignored)."""
+    if isinstance(images, np.ndarray):
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    return np.asarray(model.predict(images, verbose=0))
 
 
 def measure_latency(model, one_image: np.ndarray, repeats: int = 20) -> float:

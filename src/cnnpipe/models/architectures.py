@@ -2,12 +2,14 @@
 
 Every builder has the signature::
 
-    builder(input_shape, num_classes, *, augmentation=None, value_range=(0.0, 1.0), ...)
+    builder(input_shape, num_classes, *, augmentation=None, preprocessing=None, ...)
 
 checks its arguments before building, names every layer (Grad-CAM and feature-map plots find
 conv layers by name and type) and returns an uncompiled ``keras.Model`` named after the
 architecture. Defaults reproduce the classic Keras CNN tutorial; the pipeline's params shrink
-them. Inputs are expected already normalized to ``value_range``.
+them. ``input_shape`` is the stored image shape: the model takes raw uint8 pixels and its
+first layers (:func:`cnnpipe.models.inputs.model_input`) resize, convert channels and
+normalize them as ``preprocessing`` (the preprocess stage's settings) says.
 """
 
 from __future__ import annotations
@@ -22,22 +24,18 @@ import keras
 from keras import layers
 
 from cnnpipe.models.layers import (
-    augmentation_block,
     check_augmentation,
     check_input_shape,
     check_num_classes,
     check_positive_float,
     check_positive_int,
     check_rate,
-    check_value_range,
     check_widths,
     classification_head,
     require_window,
-    rescale_to_symmetric,
 )
+from cnnpipe.models.inputs import check_preprocessing, model_input
 from cnnpipe.models.registry import ModelConfigError, register_model
-
-DEFAULT_VALUE_RANGE = (0.0, 1.0)
 
 # What the tutorial's food classifier uses; applied by augmented_cnn when none is given.
 DEFAULT_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "contrast": 0.1}
@@ -59,12 +57,13 @@ _SCRATCH_BN_MOMENTUM = 0.9
 _DOWNLOAD_TIMEOUT_S = 20.0
 
 
-def _check_common(input_shape, num_classes, augmentation, value_range):
+def _check_common(input_shape, num_classes, augmentation, preprocessing):
+    input_shape = check_input_shape(input_shape)
     return (
-        check_input_shape(input_shape),
+        input_shape,
         check_num_classes(num_classes),
         check_augmentation(augmentation),
-        check_value_range(value_range),
+        check_preprocessing(preprocessing, input_shape),
     )
 
 
@@ -99,17 +98,13 @@ def _single_conv_block(x, filters, kernel_size, block_id, input_shape):
     return _max_pool(x, f"{prefix}pool", input_shape)
 
 
-def _input(input_shape):
-    return keras.Input(shape=input_shape, name="image")
-
-
 @register_model("simple_cnn")
 def simple_cnn(
     input_shape,
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     filters=(32, 64, 64),
     kernel_size=3,
     dense_units=64,
@@ -122,15 +117,14 @@ def simple_cnn(
         kernel_size: square kernel of every conv.
         dense_units: width of the hidden ``dense`` layer before ``predictions``.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     filters = check_widths("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
     dense_units = check_positive_int("dense_units", dense_units)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     for i, width in enumerate(filters, start=1):
         require_window(x, kernel_size, f"conv{i}", input_shape)
         x = layers.Conv2D(width, kernel_size, activation="relu", name=f"conv{i}")(x)
@@ -148,7 +142,7 @@ def regularized_cnn(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     filters=(32, 64, 128),
     kernel_size=3,
     conv_dropout=0.25,
@@ -161,8 +155,8 @@ def regularized_cnn(
     padding), a 2x2 ``pool`` and ``dropout`` (``conv_dropout``). Then ``flatten``, ``dense``
     (relu), ``dense_bn``, ``dense_dropout`` and the head.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     filters = check_widths("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
@@ -170,8 +164,7 @@ def regularized_cnn(
     dense_units = check_positive_int("dense_units", dense_units)
     dense_dropout = check_rate("dense_dropout", dense_dropout)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     for i, width in enumerate(filters, start=1):
         x = _vgg_block(x, width, kernel_size, i, input_shape)
         x = layers.Dropout(conv_dropout, name=f"block{i}_dropout")(x)
@@ -189,7 +182,7 @@ def overfit_cnn(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     filters=(512, 512),
     kernel_size=3,
     dense_units=1000,
@@ -199,15 +192,14 @@ def overfit_cnn(
     No BatchNorm and no Dropout on purpose: it exists to show overfitting. Layers: ``conv{i}``
     for each width in ``filters``, ``pool``, ``flatten``, ``dense`` and the head.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     filters = check_widths("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
     dense_units = check_positive_int("dense_units", dense_units)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     for i, width in enumerate(filters, start=1):
         require_window(x, kernel_size, f"conv{i}", input_shape)
         x = layers.Conv2D(width, kernel_size, activation="relu", name=f"conv{i}")(x)
@@ -224,7 +216,7 @@ def bn_gap_cnn(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     filters=(32, 64, 128),
     kernel_size=3,
     dense_units=128,
@@ -235,16 +227,15 @@ def bn_gap_cnn(
     Each width in ``filters`` is a block ``block{i}_conv/bn/relu/pool``; then ``gap``,
     ``dense`` (relu), ``dropout`` and the head.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     filters = check_widths("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
     dense_units = check_positive_int("dense_units", dense_units)
     dropout = check_rate("dropout", dropout)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     x = _gap_classifier_trunk(x, filters, kernel_size, input_shape)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
@@ -284,7 +275,7 @@ def residual_cnn(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     stem_filters=64,
     stem_kernel=3,
     stem_strides=1,
@@ -303,8 +294,8 @@ def residual_cnn(
     ``block{i}_`` (two Conv-BN-ReLU and a 2x2 pool) per width in ``block_filters``; ``gap``,
     ``dense`` (relu), ``dropout`` and the head.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     stem_filters = check_positive_int("stem_filters", stem_filters)
     stem_kernel = check_positive_int("stem_kernel", stem_kernel)
@@ -315,8 +306,7 @@ def residual_cnn(
     dense_units = check_positive_int("dense_units", dense_units)
     dropout = check_rate("dropout", dropout)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_", strides=stem_strides)
     x = _residual_block(x, residual_filters, kernel_size)
     for i, width in enumerate(block_filters, start=1):
@@ -371,7 +361,7 @@ def inception_attention(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     stem_filters=32,
     stem_kernel=3,
     stem_strides=1,
@@ -394,8 +384,8 @@ def inception_attention(
 
     A 2x2 ``pool{i}`` sits between modules; ``gap`` and ``dropout`` precede the head.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     stem_filters = check_positive_int("stem_filters", stem_filters)
     stem_kernel = check_positive_int("stem_kernel", stem_kernel)
@@ -404,8 +394,7 @@ def inception_attention(
     attention_ratio = check_positive_int("attention_ratio", attention_ratio)
     dropout = check_rate("dropout", dropout)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     x = _conv_bn_relu(x, stem_filters, stem_kernel, "stem_", strides=stem_strides)
     for i, width in enumerate(inception_filters, start=1):
         if i > 1:
@@ -424,7 +413,7 @@ def augmented_cnn(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     filters=(32, 64, 128),
     kernel_size=3,
     dense_units=256,
@@ -437,16 +426,15 @@ def augmented_cnn(
     """
     if augmentation is None:
         augmentation = DEFAULT_AUGMENTATION
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     filters = check_widths("filters", filters)
     kernel_size = check_positive_int("kernel_size", kernel_size)
     dense_units = check_positive_int("dense_units", dense_units)
     dropout = check_rate("dropout", dropout)
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
+    inputs, x = model_input(input_shape, preprocessing, augmentation)
     x = _gap_classifier_trunk(x, filters, kernel_size, input_shape)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
@@ -536,7 +524,7 @@ def mobilenet_transfer(
     num_classes,
     *,
     augmentation=None,
-    value_range=DEFAULT_VALUE_RANGE,
+    preprocessing=None,
     alpha=0.35,
     image_size=96,
     dense_units=128,
@@ -549,9 +537,10 @@ def mobilenet_transfer(
     With pretrained weights it is frozen and called with ``training=False`` so its BatchNorm
     layers keep their statistics even after :func:`set_base_trainable` unfreezes it for
     fine-tuning (the Keras transfer learning guide's recipe); with ``weights="none"`` the
-    whole network trains from scratch. The input is adapted inside the model, so saved models take
-    the pipeline's images as they are: ``resize`` to ``image_size`` when the size differs,
-    ``gray_to_rgb`` for 1-channel input, ``preprocess_input`` from ``value_range`` to [-1, 1].
+    whole network trains from scratch. The input layers give the backbone what it was
+    designed for, whatever the pipeline's preprocessing: ``resize`` to ``image_size``,
+    ``gray_to_rgb`` for 1-channel input and pixels scaled to [-1, 1] (what
+    ``mobilenet_v2.preprocess_input`` gives).
 
     Args:
         alpha: MobileNetV2 width multiplier.
@@ -560,8 +549,8 @@ def mobilenet_transfer(
         weights: ``"none"`` (random), ``"imagenet"`` (downloaded by Keras, needs network) or
             the path of a weights file saved from a backbone with the same alpha and size.
     """
-    input_shape, num_classes, augmentation, value_range = _check_common(
-        input_shape, num_classes, augmentation, value_range
+    input_shape, num_classes, augmentation, preprocessing = _check_common(
+        input_shape, num_classes, augmentation, preprocessing
     )
     alpha = check_positive_float("alpha", alpha)
     image_size = check_positive_int("image_size", image_size, minimum=_MIN_MOBILENET_SIZE)
@@ -586,14 +575,10 @@ def mobilenet_transfer(
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = _SCRATCH_BN_MOMENTUM
 
-    inputs = _input(input_shape)
-    x = augmentation_block(inputs, augmentation, value_range)
-    if input_shape[:2] != (image_size, image_size):
-        x = layers.Resizing(image_size, image_size, name="resize")(x)
-    if channels == 1:
-        # Concatenate, not a Lambda: built-in layers save and load without custom_objects.
-        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    x = rescale_to_symmetric(x, value_range)
+    inputs, x = model_input(
+        input_shape, preprocessing, augmentation,
+        image_size=(image_size, image_size), channels=3, normalization="symmetric",
+    )
     x = base(x, training=False) if pretrained else base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)

@@ -1,4 +1,4 @@
-"""Pieces every architecture shares: argument checks, augmentation, input rescaling, the head.
+"""Pieces every architecture shares: argument checks, augmentation, the head.
 
 Keeping them in one place keeps the head, the loss and the augmentation layers identical
 across architectures, so variants differ only where they are meant to.
@@ -14,6 +14,8 @@ from typing import Any
 from keras import layers
 
 from cnnpipe.models.registry import ModelConfigError
+
+PIXEL_RANGE = (0.0, 255.0)  # what augmentation sees: the stored pixels, before normalizing
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
@@ -91,18 +93,6 @@ def check_rate(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_value_range(value_range: Any) -> tuple[float, float]:
-    if (
-        not isinstance(value_range, Sequence)
-        or isinstance(value_range, str)
-        or len(value_range) != 2
-        or not all(_is_number(v) for v in value_range)
-        or not value_range[0] < value_range[1]
-    ):
-        raise _fail("value_range", value_range, "two finite numbers (low, high) with low < high")
-    return (float(value_range[0]), float(value_range[1]))
-
-
 def require_window(x, window: int, layer_name: str, input_shape: tuple[int, int, int]) -> None:
     """Refuse an input that has shrunk below a valid conv or pool window before ``layer_name``.
 
@@ -151,11 +141,13 @@ def check_augmentation(augmentation: Any) -> dict[str, Any] | None:
     return checked
 
 
-def augmentation_block(x, augmentation: dict[str, Any] | None, value_range: tuple[float, float]):
-    """Random preprocessing layers named ``augment_<key>``, right after the input.
+def augmentation_block(x, augmentation: dict[str, Any] | None):
+    """Random preprocessing layers named ``augment_<key>``, on the 0-255 pixels.
 
     Keras runs them only when ``training=True``, so evaluation and prediction see the images
-    untouched. ``augmentation`` must come from :func:`check_augmentation`.
+    untouched. They sit before normalization, so contrast and brightness always clip to
+    :data:`PIXEL_RANGE`, whichever normalization follows. ``augmentation`` must come from
+    :func:`check_augmentation`.
     """
     if not augmentation:
         return x
@@ -175,23 +167,13 @@ def augmentation_block(x, augmentation: dict[str, Any] | None, value_range: tupl
         elif key == "zoom":
             layer = layers.RandomZoom(value, value, seed=seed, name=name)
         elif key == "contrast":
-            layer = layers.RandomContrast(value, value_range=value_range, seed=seed, name=name)
+            layer = layers.RandomContrast(value, value_range=PIXEL_RANGE, seed=seed, name=name)
         elif key == "translation":
             layer = layers.RandomTranslation(value, value, seed=seed, name=name)
         else:
-            layer = layers.RandomBrightness(value, value_range=value_range, seed=seed, name=name)
+            layer = layers.RandomBrightness(value, value_range=PIXEL_RANGE, seed=seed, name=name)
         x = layer(x)
     return x
-
-
-def rescale_to_symmetric(x, value_range: tuple[float, float], name: str = "preprocess_input"):
-    """Map ``value_range`` linearly onto [-1, 1], what ``mobilenet_v2.preprocess_input`` gives.
-
-    A Rescaling layer rather than preprocess_input itself, so the step is saved in the model.
-    """
-    low, high = value_range
-    scale = 2.0 / (high - low)
-    return layers.Rescaling(scale=scale, offset=-1.0 - low * scale, name=name)(x)
 
 
 def classification_head(x, num_classes: int):

@@ -30,7 +30,9 @@ RESERVED_NAMES = {"compare"}  # plots/images/compare holds the compare stage's c
 
 # Keys that earlier versions of params.yaml had: a file that still sets one is told where the
 # setting went instead of only "unknown key". Dotted paths; `*` stands for a variant name.
-REMOVED_KEYS: dict[str, str] = {}
+REMOVED_KEYS: dict[str, str] = {
+    "train.shuffle_buffer": "use `train.shuffle_buffer_mb` (the buffer is sized in megabytes)",
+}
 
 Fraction = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
 OpenFraction = Annotated[float, Strict(), Field(gt=0, lt=1, allow_inf_nan=False)]
@@ -121,7 +123,14 @@ class Train(Section):
     batch_size: PositiveInt = 128
     learning_rate: PositiveFloat = 0.001
     early_stopping_patience: NonNegativeInt = 3
-    shuffle_buffer: PositiveInt = 60_000  # in images
+    # Sized in memory, not images: the buffer holds raw records, so 256 MB is all of
+    # Fashion-MNIST but about 1,700 photos of 224x224, whatever the data set's size.
+    shuffle_buffer_mb: PositiveInt = 256
+    # Small data sets get smaller batches (down to 16) so each epoch has this many updates;
+    # with ten steps an epoch BatchNorm's statistics never settle. 0 keeps batch_size.
+    min_steps_per_epoch: NonNegativeInt = 50
+    # balanced: sklearn's n / (k * count) weights, for imbalanced classes (medical scans).
+    class_weight: Literal["none", "balanced"] = "none"
 
 
 class Compare(Section):

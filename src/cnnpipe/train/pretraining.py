@@ -15,16 +15,35 @@ from cnnpipe.core.errors import DataError
 ROTATIONS = 4
 
 
-def rotation_task(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each image rotated by a random multiple of 90 degrees, and that multiple as its label."""
-    if images.shape[1] != images.shape[2]:
+def rotation_turns(count: int, seed: int) -> np.ndarray:
+    """The number of quarter turns for each of ``count`` records: seeded, fixed per record."""
+    return np.random.default_rng(seed).integers(0, ROTATIONS, count).astype(np.int32)
+
+
+def rotation_dataset(shards, batch_size: int, seed: int, *, shuffle: bool, shuffle_buffer_mb: int):
+    """Batches of ``(rotated uint8 images, quarter turns)`` streamed from ``shards``.
+
+    Each record keeps its turn across epochs (it is looked up by record index), as a
+    precomputed rotated copy of the data set would, without holding one.
+    """
+    import tensorflow as tf
+
+    height, width = shards.image_shape[:2]
+    if height != width:
         raise DataError(
-            f"rotation pretraining needs square images, got {images.shape[1]}x{images.shape[2]}; "
-            "set preprocess.image_size"
+            f"rotation pretraining needs square images, got {height}x{width}; "
+            "set data.images.image_size to a square size"
         )
-    turns = np.random.default_rng(seed).integers(0, ROTATIONS, len(images))
-    rotated = np.empty_like(images)
-    for k in range(ROTATIONS):
-        chosen = turns == k
-        rotated[chosen] = np.rot90(images[chosen], k, axes=(1, 2))
-    return rotated, turns.astype(np.int32)
+    turns = tf.constant(rotation_turns(len(shards), seed))
+
+    def rotate(images, labels, indices):
+        del labels  # the pretext task never sees the class labels
+        k = tf.gather(turns, indices)
+        every_turn = tf.stack([tf.image.rot90(images, r) for r in range(ROTATIONS)], axis=1)
+        return tf.gather(every_turn, k, batch_dims=1), k
+
+    dataset = shards.dataset(
+        batch_size, shuffle=shuffle, seed=seed, shuffle_buffer_mb=shuffle_buffer_mb,
+        with_index=True,
+    )
+    return dataset.map(rotate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -1,4 +1,4 @@
-"""Seeding, the tf.data input pipeline, and fitting a built model."""
+"""Seeding, the batch size and class weights a data set gets, and fitting a built model."""
 
 from __future__ import annotations
 
@@ -31,24 +31,28 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    shuffle_buffer: int | None = None,
-    seed: int = 0,
-):
-    import tensorflow as tf
+def resolve_batch_size(batch_size: int, images: int, min_steps_per_epoch: int) -> int:
+    """The batch size a data set of ``images`` trains with: at most ``batch_size``, small
+    enough for ``min_steps_per_epoch`` updates per epoch (0 turns the scaling off).
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle:
-        if not shuffle_buffer:
-            raise ValueError("shuffle=True needs a shuffle_buffer (train.shuffle_buffer)")
-        # Seeded and reshuffled each epoch: a different order per epoch, the same across runs.
-        ds = ds.shuffle(min(shuffle_buffer, len(labels)), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    BatchNorm's moving statistics follow the batches with momentum 0.99: with about ten
+    steps an epoch (batch 128 on a thousand images) they stay near their initial values, the
+    model scores at chance in inference mode and early stopping keeps epoch 1. Never below
+    16 (or ``batch_size``), where batch statistics themselves get too noisy.
+    """
+    if min_steps_per_epoch <= 0:
+        return batch_size
+    return max(min(batch_size, images // min_steps_per_epoch), min(16, batch_size))
+
+
+def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """sklearn's "balanced" weights, n / (k * count): each class weighs as much in the loss."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    found = dict(zip((int(c) for c in present), (float(w) for w in weights), strict=True))
+    return {cls: found.get(cls, 1.0) for cls in range(num_classes)}
 
 
 def compile_model(model, num_classes: int, learning_rate: float) -> None:
@@ -64,27 +68,30 @@ def compile_model(model, num_classes: int, learning_rate: float) -> None:
 
 
 # The resolved train settings of one variant (resolved/train/<variant>.json, "train"):
-# epochs, batch_size, learning_rate, early_stopping_patience, shuffle_buffer, and for a
+# epochs, batch_size, learning_rate, early_stopping_patience, shuffle_buffer_mb,
+# min_steps_per_epoch, class_weight, and for a
 # MobileNet variant pretrain_epochs and the fine_tune_* keys.
 TrainSettings = Mapping[str, Any]
 
 
 def pretrain_backbone(
-    model, x_train: np.ndarray, x_val: np.ndarray, settings: TrainSettings, epochs: int, seed: int
+    model, train_shards, val_shards, settings: TrainSettings, epochs: int, seed: int
 ) -> dict[str, list[float]]:
     """Fit ``model`` (built with a 4-way head) on the rotation task; returns its history."""
-    from cnnpipe.train.pretraining import ROTATIONS, rotation_task
+    from cnnpipe.train.pretraining import ROTATIONS, rotation_dataset
 
-    x_rot, y_rot = rotation_task(x_train, seed)
-    xv_rot, yv_rot = rotation_task(x_val, seed + 1)
-    train_ds = make_dataset(
-        x_rot, y_rot, settings["batch_size"], shuffle=True,
-        shuffle_buffer=settings["shuffle_buffer"], seed=seed,
+    batch_size = settings["batch_size"]
+    train_ds = rotation_dataset(
+        train_shards, batch_size, seed, shuffle=True,
+        shuffle_buffer_mb=settings["shuffle_buffer_mb"],
+    )
+    val_ds = rotation_dataset(
+        val_shards, batch_size, seed + 1, shuffle=False,
+        shuffle_buffer_mb=settings["shuffle_buffer_mb"],
     )
     compile_model(model, ROTATIONS, settings["learning_rate"])
     history = _fit_phase(
-        model, train_ds, make_dataset(xv_rot, yv_rot, settings["batch_size"]), epochs, 0,
-        settings["early_stopping_patience"], (),
+        model, train_ds, val_ds, epochs, 0, settings["early_stopping_patience"], (),
     )
     _check_finite(history, "pretraining", settings["learning_rate"])
     return history
@@ -114,7 +121,9 @@ def _check_finite(history: dict[str, list[float]], phase: str, learning_rate: fl
                 )
 
 
-def _fit_phase(model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks):
+def _fit_phase(
+    model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks, class_weight=None
+):
     import keras
 
     stop = [keras.callbacks.TerminateOnNaN()]
@@ -130,6 +139,7 @@ def _fit_phase(model, train_ds, val_ds, epochs, initial_epoch, patience, callbac
         epochs=initial_epoch + epochs,
         initial_epoch=initial_epoch,
         callbacks=stop + list(callbacks),
+        class_weight=class_weight,
         # The dataset shuffles itself (seeded); Keras warns if asked to shuffle a tf.data input.
         shuffle=False,
         verbose=2,
@@ -139,26 +149,24 @@ def _fit_phase(model, train_ds, val_ds, epochs, initial_epoch, patience, callbac
 
 def train_model(
     model,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    train_ds,
+    val_ds,
     num_classes: int,
     settings: TrainSettings,
-    seed: int,
+    *,
+    images_per_epoch: int,
+    class_weight: dict[int, float] | None = None,
     callbacks=(),
 ) -> TrainingResult:
-    """Train the head (and, if configured, fine-tune a pretrained backbone) in place."""
-    train_ds = make_dataset(
-        x_train, y_train, settings["batch_size"], shuffle=True,
-        shuffle_buffer=settings["shuffle_buffer"], seed=seed,
-    )
-    val_ds = make_dataset(x_val, y_val, settings["batch_size"])
+    """Train the head (and, if configured, fine-tune a pretrained backbone) in place.
 
+    ``train_ds``/``val_ds`` yield batches of (uint8 images, labels): the model normalizes.
+    """
     compile_model(model, num_classes, settings["learning_rate"])
     start = time.perf_counter()
     history = _fit_phase(
-        model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"], callbacks
+        model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"],
+        callbacks, class_weight,
     )
     _check_finite(history, "training", settings["learning_rate"])
     phases = ["head"] * len(history["loss"])
@@ -173,7 +181,7 @@ def train_model(
         compile_model(model, num_classes, fine_lr)  # recompiling makes the unfreeze take effect
         fine = _fit_phase(
             model, train_ds, val_ds, fine_tune_epochs, len(phases),
-            settings["early_stopping_patience"], callbacks,
+            settings["early_stopping_patience"], callbacks, class_weight,
         )
         _check_finite(fine, "fine-tuning", fine_lr)
         for key, values in fine.items():
@@ -191,7 +199,7 @@ def train_model(
         epochs_run=len(phases),
         best_epoch=best_epoch,
         train_seconds=seconds,
-        images_seen=len(phases) * len(y_train),
+        images_seen=len(phases) * images_per_epoch,
         phases=phases,
     )
 
