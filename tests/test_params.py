@@ -211,7 +211,7 @@ def test_data_source_params_are_typed():
     }))
     assert params.data.classes == ("dog", "cat")
     assert params.data.images.image_size == (32, 48)
-    assert params.data.images.channels == 3
+    assert params.data.images.channels is None  # follows the data
     assert params.data.test_fraction == 0.2
     assert params.data.archive.max_members == 200_000
     assert parse_params(DEFAULTS).data.classes is None

@@ -3,6 +3,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -26,6 +27,7 @@ from cnnpipe.data.decode import IMAGE_EXTENSIONS
 from cnnpipe.data.quality import DataQualityError, Item, find_duplicates, render_markdown
 from cnnpipe.data.sources import build_dataset, load_source, relabel, select_classes
 from cnnpipe.core.errors import DataError
+from cnnpipe.core.shards import ShardSet
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ImagesConfig(image_size=(16, 16), channels=3)
@@ -561,6 +563,7 @@ def run_prepare(workdir: Path, data: dict):
         result = subprocess.run(
             [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
             cwd=workdir, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},  # this checkout's code
         )
         if result.returncode:
             break
@@ -591,6 +594,149 @@ def test_prepare_stage_writes_reports_and_fails_with_one_line(tmp_path):
     card = json.loads((tmp_path / "data" / "prepared" / "data_card.json").read_text())
     assert card["class_names"] == ["bird", "cat", "dog"]
     assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == [
-        "data_card.json", "test.npz", "train.npz", "val.npz",
+        "data_card.json", "test", "train", "val",
     ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["prepared"]  # no spool left
+    assert card["image_shape"] == [16, 16, 3] and card["channels"] == 3  # colour files: RGB
+    assert card["image_loading"]["channels_setting"] is None
+    splits = {name: ShardSet(tmp_path / "data" / "prepared" / name) for name in ("train", "val", "test")}
+    assert {name: len(s) for name, s in splits.items()} == card["sizes"]
+    assert card["storage"]["format"] == "cnnpipe-uint8-records"
+    assert card["storage"]["record_bytes"] == 2 + 16 * 16 * 3
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "data" / "prepared").rglob("*") if p.is_file())
+    assert card["storage"]["bytes"] == on_disk - (tmp_path / "data" / "prepared" / "data_card.json").stat().st_size
+    for name, split in splits.items():
+        assert np.bincount(split.labels, minlength=3).tolist() == list(card["counts_per_class"][name].values())
     shutil.rmtree(tmp_path / "images")
+
+
+# --- streaming into shards --------------------------------------------------------------
+
+
+def make_digit_folder(root: Path, count: int = 300, colour_every: int = 0) -> Path:
+    """Real handwritten digits (scikit-learn's, offline) as gray PNGs in class folders;
+    every ``colour_every``-th one as a tinted RGB JPEG."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i in range(count):
+        pixels = np.rint(digits.images[i] * (255 / 16)).astype(np.uint8)
+        folder = root / str(digits.target[i])
+        if colour_every and i % colour_every == 0:
+            tinted = np.stack([pixels, pixels // 2, 255 - pixels], axis=-1)
+            write(folder / f"{i}.jpg", encode(Image.fromarray(tinted), "JPEG"))
+        else:
+            write(folder / f"{i}.png", encode(Image.fromarray(pixels), "PNG"))
+    return root
+
+
+def test_channels_follow_the_data_when_not_set(tmp_path):
+    gray = make_digit_folder(tmp_path / "gray")
+    follow = build_dataset(folder_config(gray, images=ImagesConfig(image_size=(16, 16))), seed=1)
+    explicit = build_dataset(
+        folder_config(gray, images=ImagesConfig(image_size=(16, 16), channels=1)), seed=1
+    )
+    assert follow.card["image_shape"] == [16, 16, 1] and follow.card["channels"] == 1
+    assert follow.card["image_loading"]["channels"] == 1
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(follow.prepared, name).images),
+            np.asarray(getattr(explicit.prepared, name).images),
+        )
+    mixed = make_digit_folder(tmp_path / "mixed", colour_every=10)
+    follow = build_dataset(folder_config(mixed, images=ImagesConfig(image_size=(16, 16))), seed=1)
+    explicit = build_dataset(
+        folder_config(mixed, images=ImagesConfig(image_size=(16, 16), channels=3)), seed=1
+    )
+    assert follow.card["channels"] == 3
+    np.testing.assert_array_equal(
+        np.asarray(follow.prepared.train.images), np.asarray(explicit.prepared.train.images)
+    )
+
+
+def test_folder_images_never_sit_in_memory_all_at_once(tmp_path):
+    """Decoded pixels go to the spool as they arrive: the parent's peak allocations stay far
+    below the pixels of the whole set (numpy reports its buffers to tracemalloc)."""
+    import tracemalloc
+
+    root = make_digit_folder(tmp_path / "digits", count=600)
+    images = ImagesConfig(image_size=(96, 96))
+    tracemalloc.start()
+    try:
+        loaded = load_source(folder_config(root, images=images), spool_dir=tmp_path / "spool")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    pixel_bytes = 600 * 96 * 96
+    assert not isinstance(loaded.train.images, np.ndarray)  # a lazy view of the spool
+    assert loaded.train.images.shape == (600, 96, 96, 1)
+    assert peak < 0.5 * pixel_bytes, (peak, pixel_bytes)  # all at once would be >= 1.0
+    assert list((tmp_path / "spool").iterdir()) == []  # unnamed: nothing to clean up
+
+
+def stage_config(root: Path):
+    return folder_config(root, images=ImagesConfig(image_size=(16, 16)))
+
+
+def test_a_full_disk_while_spooling_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from cnnpipe.data import spool
+
+    root = make_digit_folder(tmp_path / "digits", count=40)
+
+    class FullDisk:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(spool.tempfile, "TemporaryFile", FullDisk)
+    with pytest.raises(DataError) as excinfo:
+        build_dataset(stage_config(root), seed=0, spool_dir=tmp_path / "data")
+    assert str(excinfo.value) == (
+        f"cannot write decoded images to {tmp_path / 'data'}: No space left on device"
+    )
+
+
+def test_a_full_disk_while_writing_shards_leaves_no_prepared_folder(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    from cnnpipe.data.storage import write_prepared
+
+    root = make_digit_folder(tmp_path / "digits", count=100)
+    built = build_dataset(stage_config(root), seed=0, spool_dir=tmp_path)
+    real_open = builtins.open
+    written = []
+
+    def open_that_fills_up(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".bin"):
+            written.append(path)
+            if len(written) == 2:  # train went in; the disk is full when val starts
+                handle.close()
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return handle
+
+    monkeypatch.setattr(builtins, "open", open_that_fills_up)
+    target = tmp_path / "data" / "prepared"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / ".prepared.staging-killed").mkdir()  # from an earlier killed run
+    with pytest.raises(DataError) as excinfo:
+        write_prepared(target, built.prepared, built.card)
+    message = str(excinfo.value)
+    assert message.startswith("cannot write ") and message.endswith(": No space left on device")
+    assert "\n" not in message
+    assert list((tmp_path / "data").iterdir()) == []  # no half-written split, no staging
+    monkeypatch.setattr(builtins, "open", real_open)
+    card = write_prepared(target, built.prepared, built.card)
+    assert sorted(p.name for p in target.iterdir()) == ["data_card.json", "test", "train", "val"]
+    train = ShardSet(target / "train")
+    np.testing.assert_array_equal(train.read(np.arange(len(train))), np.asarray(built.prepared.train.images))
+    np.testing.assert_array_equal(train.labels, built.prepared.train.labels)
+    assert card["storage"]["bytes"] <= 1.1 * sum(len(s) for s in built.prepared.splits().values()) * 16 * 16

@@ -1,4 +1,4 @@
-"""Image folders (one sub-folder per class, optionally under train/ and test/) into arrays.
+"""Image folders (one sub-folder per class, optionally under train/ and test/) into pixels.
 
 Layout, as keras.utils.image_dataset_from_directory expects it::
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def fit_to_size(
 def decode_file(
     path: Path,
     image_size: tuple[int, int],
-    channels: int,
+    channels: int | None,
     crop_to_aspect_ratio: bool = False,
     max_pixels: int = MAX_PIXELS,
 ) -> DecodeOutcome:
@@ -221,29 +222,61 @@ def decode_file(
 def decode_files(
     paths: list[Path],
     image_size: tuple[int, int],
-    channels: int,
+    channels: int | None,
     crop_to_aspect_ratio: bool = False,
     max_pixels: int = MAX_PIXELS,
     workers: int = 0,
     min_files_for_workers: int = MIN_FILES_FOR_WORKERS,
 ) -> list[DecodeOutcome]:
-    """Decode in order, on ``workers`` processes (0 = one per usable CPU core).
+    """All outcomes of :func:`iter_decode_files` as a list (holds every image's pixels)."""
+    return list(
+        iter_decode_files(
+            paths, image_size, channels, crop_to_aspect_ratio, max_pixels, workers,
+            min_files_for_workers,
+        )
+    )
+
+
+def iter_decode_files(
+    paths: list[Path],
+    image_size: tuple[int, int],
+    channels: int | None,
+    crop_to_aspect_ratio: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    workers: int = 0,
+    min_files_for_workers: int = MIN_FILES_FOR_WORKERS,
+):
+    """Decode in order, on ``workers`` processes (0 = one per usable CPU core), yielding one
+    outcome per path. ``channels`` None keeps each file's own (1 gray, 3 colour).
+
+    Only a few chunks of files are in flight at a time, so memory stays bounded however many
+    files there are (``Executor.map`` would queue every result ahead of a slow consumer).
 
     Processes, not threads: measured on 1000 JPEGs, two threads ran no faster than one
     (Pillow holds the GIL while it decodes), two processes nearly twice as fast. Workers are
-    spawned, not forked: the stage has usually imported TensorFlow by now, and forking a
-    process that runs TensorFlow's threads can deadlock the child. A worker also keeps a
-    decoder crash on a hostile file from taking the stage down with a bare segfault.
+    spawned, not forked: the stage may have imported TensorFlow, and forking a process that
+    runs TensorFlow's threads can deadlock the child. A worker also keeps a decoder crash on
+    a hostile file from taking the stage down with a bare segfault.
     """
     workers = workers or _usable_cores()
     task = _DecodeTask(tuple(image_size), channels, crop_to_aspect_ratio, max_pixels)
     if workers == 1 or len(paths) < max(2, min_files_for_workers):
-        return [task(p) for p in paths]
-    chunksize = max(1, min(64, len(paths) // (workers * 8)))
+        for path in paths:
+            yield task(path)
+        return
+    chunksize = max(1, min(32, len(paths) // (workers * 8)))
+    chunks = [paths[i : i + chunksize] for i in range(0, len(paths), chunksize)]
+    in_flight_limit = 2 * workers  # keeps every worker busy while the consumer writes
     context = multiprocessing.get_context("spawn")
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            return list(pool.map(task, paths, chunksize=chunksize))
+            pending = deque()
+            next_chunk = 0
+            while next_chunk < len(chunks) or pending:
+                while next_chunk < len(chunks) and len(pending) < in_flight_limit:
+                    pending.append(pool.submit(task.many, chunks[next_chunk]))
+                    next_chunk += 1
+                yield from pending.popleft().result()
     except BrokenProcessPool:
         raise DataError(
             "an image decoder process crashed (a hostile or badly broken file?); "
@@ -261,7 +294,7 @@ def _usable_cores() -> int:
 @dataclass(frozen=True)
 class _DecodeTask:
     image_size: tuple[int, int]
-    channels: int
+    channels: int | None
     crop_to_aspect_ratio: bool
     max_pixels: int
 
@@ -269,3 +302,6 @@ class _DecodeTask:
         return decode_file(
             path, self.image_size, self.channels, self.crop_to_aspect_ratio, self.max_pixels
         )
+
+    def many(self, paths: list[Path]) -> list[DecodeOutcome]:
+        return [self(path) for path in paths]

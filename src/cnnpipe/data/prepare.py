@@ -73,6 +73,7 @@ def data_card(data: PreparedData, source: str, checksums: dict[str, str], licens
         "class_names": list(data.class_names),
         "num_classes": len(data.class_names),
         "image_shape": list(data.train.images.shape[1:]),
+        "channels": int(data.train.images.shape[-1]),
         "sizes": {name: len(split) for name, split in data.splits().items()},
         "counts_per_class": counts,
         "source": source,

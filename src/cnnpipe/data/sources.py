@@ -9,7 +9,7 @@ stage writes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ import numpy as np
 from cnnpipe.data import archive as archive_lib
 from cnnpipe.data import fashion_mnist
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
-from cnnpipe.data.folders import decode_files, scan_image_folder
+from cnnpipe.data.folders import DecodeOutcome, iter_decode_files, scan_image_folder
 from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits
+from cnnpipe.data.spool import Spool
 from cnnpipe.data.quality import (
     DataQualityError,
     Item,
@@ -85,8 +86,13 @@ def relabel(
     return keep, new_labels[keep].astype(np.int32)
 
 
-def load_source(data_cfg) -> LoadedSource:
-    """Read ``data_cfg.source``; user-fixable problems raise DataError with one line."""
+def load_source(data_cfg, spool_dir: str | Path | None = None) -> LoadedSource:
+    """Read ``data_cfg.source``; user-fixable problems raise DataError with one line.
+
+    Folder and archive images are decoded into a temporary file in ``spool_dir`` (the system
+    temporary folder when None; it should be a real disk, not a RAM-backed tmpfs); the
+    returned splits read from it, so it lives as long as they do.
+    """
     source = data_cfg.source
     if source == "fashion_mnist":
         cfg = data_cfg.fashion_mnist
@@ -127,6 +133,7 @@ def load_source(data_cfg) -> LoadedSource:
             license=cfg.license,
             card_extra={},
             notes=[],
+            spool_dir=spool_dir,
         )
     if source == "archive":
         cfg = data_cfg.archive
@@ -161,6 +168,7 @@ def load_source(data_cfg) -> LoadedSource:
                 }
             },
             notes=notes,
+            spool_dir=spool_dir,
         )
     raise DataError(f"unknown data.source `{source}`")  # config validation normally stops this
 
@@ -226,6 +234,7 @@ def _from_folder(
     license: str,
     card_extra: dict,
     notes: list[str],
+    spool_dir: Path | None = None,
 ) -> LoadedSource:
     images_cfg = data_cfg.images
     scan = scan_image_folder(root, IMAGE_EXTENSIONS)
@@ -239,19 +248,15 @@ def _from_folder(
             f"{root}: no image files in the class folders "
             f"(read: {', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
-    outcomes = decode_files(
-        [f.path for f in files],
-        tuple(images_cfg.image_size),
-        images_cfg.channels,
-        images_cfg.crop_to_aspect_ratio,
-        images_cfg.max_pixels,
-    )
+    spool, outcomes, channels = _decode_to_spool(files, images_cfg, spool_dir)
     skipped = [
         {"path": f.relative, "reason": o.reason}
         for f, o in zip(files, outcomes, strict=True)
         if o.reason is not None
     ]
+    # Outcomes carry no pixels here: decoded image number j lies at spool index j.
     decoded = [(f, o) for f, o in zip(files, outcomes, strict=True) if o.reason is None]
+    spool_index = {f.relative: j for j, (f, _) in enumerate(decoded)}
     items = [Item(f.relative, f.class_name, f.pool, o.sha256) for f, o in decoded]
     duplicates = find_duplicates(items, remove=True)
     originals = image_stats(
@@ -282,7 +287,10 @@ def _from_folder(
         members = [(f, o) for f, o in kept if f.pool == pool]
         if members:
             pools[pool] = Split(
-                np.stack([o.pixels for _, o in members]),
+                spool.view(
+                    [spool_index[f.relative] for f, _ in members],
+                    first_channel_only=spool.image_shape[-1] != channels,
+                ),
                 np.array([selected.index(f.class_name) for f, _ in members], dtype=np.int32),
             )
     if "train" not in pools:
@@ -291,7 +299,9 @@ def _from_folder(
     checksums = {**checksums, "images": hashlib.sha256(listing.encode()).hexdigest()}
     loading = {
         "image_size": list(images_cfg.image_size),
-        "channels": images_cfg.channels,
+        "channels": channels,
+        # null: the channel count followed the decoded images (1 when all were grayscale).
+        "channels_setting": images_cfg.channels,
         "crop_to_aspect_ratio": images_cfg.crop_to_aspect_ratio,
         "resample": "bilinear",
         "max_pixels": images_cfg.max_pixels,
@@ -308,6 +318,43 @@ def _from_folder(
     )
 
 
+def _decode_to_spool(files, images_cfg, spool_dir) -> tuple[Spool, list[DecodeOutcome], int]:
+    """Decode every file into a spool, keeping only the small facts of each in memory.
+
+    Returns (spool, outcomes without pixels, channel count). With ``channels`` null the count
+    follows the data: images are spooled as RGB (gray ones replicated, exactly as an explicit
+    3 would give) and read back as one channel when every decoded image was grayscale,
+    which a single decode pass can only know at its end.
+    """
+    height, width = images_cfg.image_size
+    wanted = images_cfg.channels
+    spool = Spool((height, width, wanted or 3), spool_dir)
+    outcomes = []
+    all_gray = True
+    try:
+        for outcome in iter_decode_files(
+            [f.path for f in files],
+            (height, width),
+            wanted,
+            images_cfg.crop_to_aspect_ratio,
+            images_cfg.max_pixels,
+        ):
+            if outcome.pixels is not None:
+                pixels = outcome.pixels
+                all_gray &= pixels.shape[-1] == 1
+                if pixels.shape[-1] != spool.image_shape[-1]:
+                    pixels = np.repeat(pixels, spool.image_shape[-1], axis=-1)
+                spool.append(pixels)
+                outcome = replace(outcome, pixels=None)
+            outcomes.append(outcome)
+        spool.finish()
+    except BaseException:
+        spool.close()
+        raise
+    channels = wanted or (1 if all_gray and spool.count else 3)
+    return spool, outcomes, channels
+
+
 def carve_test_split(pool: Split, test_fraction: float, seed: int) -> tuple[Split, Split]:
     """(train pool, test) with about ``test_fraction`` of every class in test."""
     # Its own stream: prepare_splits draws from default_rng(seed) afterwards, and the val
@@ -319,13 +366,17 @@ def carve_test_split(pool: Split, test_fraction: float, seed: int) -> tuple[Spli
     return pool.take(np.flatnonzero(mask)), pool.take(test_idx)
 
 
-def build_dataset(data_cfg, seed: int) -> BuiltDataset:
+def build_dataset(data_cfg, seed: int, spool_dir: str | Path | None = None) -> BuiltDataset:
     """Source -> train/val/test, data card and completed quality report.
+
+    The splits of folder and archive sources are lazy views of decoded images spooled in
+    ``spool_dir`` (see :func:`load_source`); write them with
+    :func:`cnnpipe.data.storage.write_prepared`.
 
     Raises DataQualityError (a DataError carrying ``.report``) when a threshold is violated,
     so the caller can still write the report that explains the failure.
     """
-    loaded = load_source(data_cfg)
+    loaded = load_source(data_cfg, spool_dir)
     train_pool, test = loaded.train, loaded.test
     notes = []
     if test is None:

@@ -51,7 +51,8 @@ class Images(Section):
     image_size: tuple[
         Annotated[int, Strict(), Field(ge=8)], Annotated[int, Strict(), Field(ge=8)]
     ] = (64, 64)  # [height, width]
-    channels: Literal[1, 3] = 3
+    # null follows the data: 1 when every decoded image is grayscale, else 3 (gray replicated).
+    channels: Literal[1, 3] | None = None
     crop_to_aspect_ratio: Annotated[bool, Strict()] = False
     max_pixels: PositiveInt = 50_000_000  # decompression-bomb guard
 
@@ -112,7 +113,8 @@ class Data(Section):
 
 class Preprocess(Section):
     image_size: Annotated[int, Strict(), Field(ge=8)] | None = None  # null keeps the size
-    channels: Literal[1, 3] = 1
+    # null keeps the prepared channels; 1 or 3 converts (luma / replication) inside the model.
+    channels: Literal[1, 3] | None = None
     normalization: Literal["unit", "symmetric", "standardize"] = "unit"
 
 

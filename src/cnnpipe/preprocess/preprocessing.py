@@ -1,7 +1,10 @@
-"""Resize, channel conversion and normalization, fitted on the training split only.
+"""What the model's input layers must do to the prepared uint8 images: size, channels and
+normalization, with statistics fitted on the training split only.
 
-The fitted :class:`Preprocessing` is saved next to the data and the models, so evaluation and
-the predict command apply exactly what training saw.
+Nothing here converts the data: the model does resize, channel conversion and normalization
+itself, as Keras layers built from ``data/processed/preprocessing.json``, so evaluation and
+the predict command apply exactly what training saw. This module only streams the training
+shards once (for ``standardize``) to measure the per-channel mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -11,38 +14,42 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cnnpipe.core.errors import DataError
+from cnnpipe.core.shards import ShardSet
 
-# ITU-R BT.601 luma, the weights PIL uses for mode "L".
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_BATCH = 4096  # bounds the float32 working memory of a resize
+# ITU-R BT.601 luma, the weights Pillow uses for mode "L" (and decode.py for channels=1).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+PIXEL_SCALE = 255  # mean and std are on the 0-255 scale of the stored pixels
+# Bounds the float64 working copy of one batch (8 bytes per pixel value) while summing.
+_BATCH_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     image_size: tuple[int, int]  # (height, width) the model sees
-    channels: int
+    channels: int  # of the model input, after any conversion
     normalization: str  # unit | symmetric | standardize
-    mean: tuple[float, ...] | None = None  # per channel, on the [0, 1] scale (standardize)
+    mean: tuple[float, ...] | None = None  # per model-input channel, 0-255 scale (standardize)
     std: tuple[float, ...] | None = None
+    scale: int = PIXEL_SCALE
+    prepared_channels: int | None = None  # of the stored images; differs when converted
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (*self.image_size, self.channels)
 
     @property
-    def value_range(self) -> tuple[float, float]:
-        """Range of the normalized pixels: augmentation and MobileNet rescaling need it."""
-        if self.normalization == "unit":
-            return (0.0, 1.0)
-        if self.normalization == "symmetric":
-            return (-1.0, 1.0)
-        mean, std = np.array(self.mean), np.array(self.std)
-        return (float(np.min(-mean / std)), float(np.max((1 - mean) / std)))
+    def channel_conversion(self) -> str | None:
+        if self.prepared_channels is None or self.prepared_channels == self.channels:
+            return None
+        return "rgb_to_gray_luma" if self.channels == 1 else "gray_to_rgb_replicate"
 
     def to_dict(self) -> dict:
-        # value_range is saved too: train builds augmentation and MobileNet's rescaling from
-        # the saved value, so a change to how it is computed reaches train through this file.
-        return {**asdict(self), "value_range": list(self.value_range)}
+        raw = asdict(self)
+        raw["image_size"] = list(self.image_size)
+        for key in ("mean", "std"):
+            raw[key] = None if raw[key] is None else list(raw[key])
+        raw["channel_conversion"] = self.channel_conversion
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Preprocessing":
@@ -52,50 +59,60 @@ class Preprocessing:
             normalization=raw["normalization"],
             mean=tuple(raw["mean"]) if raw.get("mean") is not None else None,
             std=tuple(raw["std"]) if raw.get("std") is not None else None,
+            scale=int(raw.get("scale", PIXEL_SCALE)),
+            prepared_channels=raw.get("prepared_channels"),
         )
 
 
-def _to_unit_float(images: np.ndarray, image_size: tuple[int, int], channels: int) -> np.ndarray:
-    """uint8 (N, H, W, C) -> float32 in [0, 1] at ``image_size`` with ``channels`` channels."""
-    if images.ndim != 4:
-        raise DataError(f"expected images shaped (N, H, W, C), got {images.shape}")
-    x = images.astype(np.float32) / 255.0
-    if x.shape[-1] == 4:  # RGBA that reached here: drop alpha (folders composite it earlier)
-        x = x[..., :3]
+def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """(B, H, W, C) pixels as float64 with ``channels`` channels (luma or replication)."""
+    x = images.astype(np.float64)
+    if x.shape[-1] == channels:
+        return x
     if x.shape[-1] == 3 and channels == 1:
-        x = (x @ _LUMA)[..., None]
-    elif x.shape[-1] == 1 and channels == 3:
-        x = np.repeat(x, 3, axis=-1)
-    if tuple(x.shape[1:3]) != tuple(image_size):
-        import tensorflow as tf
+        return (x @ LUMA)[..., None]
+    if x.shape[-1] == 1 and channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    raise DataError(f"cannot convert {x.shape[-1]}-channel images to {channels} channels")
 
-        x = np.concatenate(
-            [
-                tf.image.resize(x[i : i + _BATCH], image_size, antialias=True).numpy()
-                for i in range(0, len(x), _BATCH)
-            ]
-        )
-        np.clip(x, 0.0, 1.0, out=x)
-    return x
+
+def channel_statistics(train: ShardSet, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (0-255 scale) of ``train`` as the model input would see it.
+
+    One pass in bounded batches with float64 running sums. The statistics are taken at the
+    stored size: resizing happens later inside the model and changes them only by the small
+    smoothing of the resampling filter, which is ignored here.
+    """
+    if len(train) == 0:
+        raise DataError(f"{train.directory} holds no images to fit the normalization on")
+    height, width, stored = train.image_shape
+    batch = max(1, _BATCH_BYTES // (8 * height * width * max(stored, channels)))
+    total = np.zeros(channels, np.float64)
+    squares = np.zeros(channels, np.float64)
+    for images, _ in train.iter_batches(batch):
+        x = convert_channels(images, channels)
+        total += x.sum(axis=(0, 1, 2))
+        np.square(x, out=x)
+        squares += x.sum(axis=(0, 1, 2))
+    values = len(train) * height * width
+    mean = total / values
+    variance = np.maximum(squares / values - mean**2, 0.0)
+    # A constant channel would divide by zero; 1e-7 keeps it finite and visibly degenerate.
+    std = np.maximum(np.sqrt(variance), 1e-7)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def fit_preprocessing(
-    train_images: np.ndarray, image_size: int | None, channels: int, normalization: str
+    train: ShardSet, image_size: int | None, channels: int | None, normalization: str
 ) -> Preprocessing:
-    size = (image_size, image_size) if image_size else tuple(train_images.shape[1:3])
+    """The model-input settings for the prepared ``train`` split.
+
+    ``image_size`` None keeps the stored size, ``channels`` None the stored channels.
+    """
+    stored_height, stored_width, stored_channels = train.image_shape
+    size = (image_size, image_size) if image_size else (stored_height, stored_width)
+    channels = channels or stored_channels
     mean = std = None
     if normalization == "standardize":
-        x = _to_unit_float(train_images, size, channels)
-        mean = tuple(float(m) for m in x.mean(axis=(0, 1, 2)))
-        # A constant channel would divide by zero; 1e-7 keeps it finite and visibly degenerate.
-        std = tuple(max(float(s), 1e-7) for s in x.std(axis=(0, 1, 2)))
-    return Preprocessing(size, channels, normalization, mean, std)
-
-
-def apply_preprocessing(images: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    x = _to_unit_float(images, prep.image_size, prep.channels)
-    if prep.normalization == "symmetric":
-        x = x * 2.0 - 1.0
-    elif prep.normalization == "standardize":
-        x = (x - np.array(prep.mean, np.float32)) / np.array(prep.std, np.float32)
-    return x.astype(np.float32, copy=False)
+        mean, std = channel_statistics(train, channels)
+    return Preprocessing(size, channels, normalization, mean, std, PIXEL_SCALE, stored_channels)
