@@ -52,7 +52,8 @@ def tiny(name: str, input_shape=(32, 32, 3), num_classes: int = 10, **overrides)
 
 
 def images(shape, n: int = 4, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+    """Raw pixels, what the models take: they normalize inside."""
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
 def all_layers(model):
@@ -98,7 +99,7 @@ def test_each_builder_takes_exactly_its_schema_and_shares_its_defaults(name):
     builder = inspect.signature(registry_builder(name)).parameters
     keywords = {
         key: p.default for key, p in builder.items()
-        if p.kind is p.KEYWORD_ONLY and key != "value_range"
+        if p.kind is p.KEYWORD_ONLY and key != "preprocessing"
     }
     assert set(keywords) == set(fields)
     for key, default in fields.items():
@@ -122,6 +123,7 @@ def test_build_forward_save_load(name, input_shape, num_classes, tmp_path):
     assert model.name == name
     assert not model.compiled  # training chooses the loss and the optimizer
     assert model.layers[0].name == "image"
+    assert model.input.dtype == "uint8"
 
     x = images(input_shape)
     y = np.asarray(model(x, training=False))
@@ -165,8 +167,11 @@ def test_augmentation_only_acts_in_training(name):
         np.asarray(model(x, training=False)), np.asarray(model(x, training=False))
     )
     front = keras.Model(model.input, model.get_layer(augment[-1]).output)
-    np.testing.assert_allclose(np.asarray(front(x, training=False)), x, atol=1e-6)
-    assert not np.allclose(np.asarray(front(x, training=True)), x, atol=1e-3)
+    # Augmentation works on the 0-255 pixels, before the model normalizes them.
+    np.testing.assert_allclose(np.asarray(front(x, training=False)), x, atol=1e-4)
+    augmented = np.asarray(front(x, training=True))
+    assert not np.allclose(augmented, x, atol=1.0)
+    assert augmented.min() >= 0 and augmented.max() <= 255
 
 
 def test_augmented_cnn_defaults_to_tutorial_augmentation():
@@ -234,7 +239,7 @@ def test_unknown_hyperparameter_is_named():
         validate_hyperparameters("simple_cnn", {"filters": (8,), "foo": 1})
     assert str(info.value) == (
         "Architecture `simple_cnn` does not take hyperparameter `foo`; it takes: "
-        "augmentation, dense_units, filters, kernel_size, value_range"
+        "augmentation, dense_units, filters, kernel_size, preprocessing"
     )
     with pytest.raises(ModelConfigError, match="hyperparameter `num_classes`"):
         validate_hyperparameters("simple_cnn", {"num_classes": 3})
@@ -257,7 +262,10 @@ def test_duplicate_registration_is_refused():
         ({"num_classes": 2.5}, "Received `num_classes=2.5`"),
         ({"input_shape": (32, 32)}, r"Received `input_shape=\(32, 32\)`"),
         ({"input_shape": (32, 0, 3)}, r"Received `input_shape=\(32, 0, 3\)`"),
-        ({"value_range": (1.0, 0.0)}, r"Received `value_range=\(1.0, 0.0\)`"),
+        ({"preprocessing": {"normalization": "zscore"}}, "Received `normalization='zscore'`"),
+        ({"preprocessing": {"normalization": "standardize", "mean": [1.0], "std": [2.0]}},
+         r"`preprocessing.mean` must hold 3 finite numbers"),
+        ({"preprocessing": {"channels": 2}}, "Received `channels=2`"),
         ({"augmentation": {"shear": 0.1}}, "Unknown augmentation key `shear`"),
         ({"augmentation": {"rotation": -0.1}}, r"Received `augmentation.rotation=-0.1`"),
         ({"augmentation": {"flip": "diagonal"}}, "Received `augmentation.flip='diagonal'`"),
@@ -315,22 +323,61 @@ def test_mobilenet_refuses_other_channel_counts():
 
 
 def test_mobilenet_adapts_its_input_inside_the_model():
-    model = tiny("mobilenet_transfer", (28, 28, 1), value_range=(-1.0, 1.0))
+    # Whatever the pipeline's normalization, the backbone gets RGB at its size in [-1, 1].
+    model = tiny("mobilenet_transfer", (28, 28, 1), preprocessing={
+        "normalization": "standardize", "mean": [70.0], "std": [90.0],
+    })
     names = [layer.name for layer in model.layers]
-    assert names[:5] == ["image", "resize", "gray_to_rgb", "preprocess_input", "mobilenetv2_base"]
-    rescale = model.get_layer("preprocess_input")
-    assert (rescale.scale, rescale.offset) == (1.0, 0.0)
+    assert names[:6] == [
+        "image", "pixels_to_float", "gray_to_rgb", "resize", "normalize", "mobilenetv2_base",
+    ]
+    rescale = model.get_layer("normalize")
+    assert (rescale.scale, rescale.offset) == (2.0 / 255.0, -1.0)
+    front = keras.Model(model.input, rescale.output)
+    ends = np.asarray(front(np.array([0, 255], np.uint8).reshape(2, 1, 1, 1).repeat(28, 1)
+                            .repeat(28, 2)))
+    np.testing.assert_allclose(ends[0], -1.0, atol=1e-6)
+    np.testing.assert_allclose(ends[1], 1.0, atol=1e-6)
 
-    unit = tiny("mobilenet_transfer", (32, 32, 3))
-    assert "resize" not in {layer.name for layer in unit.layers}
-    assert "gray_to_rgb" not in {layer.name for layer in unit.layers}
-    rescale = unit.get_layer("preprocess_input")
-    assert (rescale.scale, rescale.offset) == (2.0, -1.0)
+    rgb = tiny("mobilenet_transfer", (32, 32, 3))
+    assert "resize" not in {layer.name for layer in rgb.layers}
+    assert "gray_to_rgb" not in {layer.name for layer in rgb.layers}
 
-    base = find_backbone(unit)
-    assert base is unit.get_layer("mobilenetv2_base")
+    base = find_backbone(rgb)
+    assert base is rgb.get_layer("mobilenetv2_base")
     assert base.trainable, "with weights=none the whole network trains from scratch"
     assert find_backbone(tiny("simple_cnn")) is None
+
+
+@pytest.mark.parametrize(
+    ("preprocessing", "low", "high"),
+    [
+        (None, 0.0, 1.0),
+        ({"normalization": "unit"}, 0.0, 1.0),
+        ({"normalization": "symmetric"}, -1.0, 1.0),
+        ({"normalization": "standardize", "mean": [100.0], "std": [50.0]}, -2.0, 3.1),
+    ],
+)
+def test_the_model_normalizes_raw_pixels_itself(preprocessing, low, high):
+    model = tiny("simple_cnn", (32, 32, 1), preprocessing=preprocessing)
+    front = keras.Model(model.input, model.get_layer("normalize").output)
+    extremes = np.stack([np.zeros((32, 32, 1), np.uint8), np.full((32, 32, 1), 255, np.uint8)])
+    normalized = np.asarray(front(extremes))
+    np.testing.assert_allclose(normalized[0], low, atol=1e-5)
+    np.testing.assert_allclose(normalized[1], high, atol=1e-5)
+
+
+def test_the_model_converts_channels_and_size_as_preprocessing_says():
+    model = tiny("simple_cnn", (40, 48, 3), preprocessing={"channels": 1, "image_size": [32, 32]})
+    names = [layer.name for layer in model.layers]
+    assert names[:5] == ["image", "pixels_to_float", "rgb_to_gray", "resize", "normalize"]
+    assert model.get_layer("normalize").output.shape[1:] == (32, 32, 1)
+    assert not model.get_layer("rgb_to_gray").trainable_weights
+    # Luma as PIL computes it for mode "L": pure red is 0.299 * 255.
+    red = np.zeros((1, 40, 48, 3), np.uint8)
+    red[..., 0] = 255
+    gray = np.asarray(keras.Model(model.input, model.get_layer("rgb_to_gray").output)(red))
+    np.testing.assert_allclose(gray, 0.299 * 255, rtol=1e-5)
 
 
 def pretrained_tiny(tmp_path, **overrides):

@@ -556,12 +556,6 @@ def mobilenet_transfer(
     image_size = check_positive_int("image_size", image_size, minimum=_MIN_MOBILENET_SIZE)
     dense_units = check_positive_int("dense_units", dense_units)
     dropout = check_rate("dropout", dropout)
-    channels = input_shape[-1]
-    if channels not in (1, 3):
-        raise ModelConfigError(
-            "`input_shape` must have 1 (grayscale) or 3 (RGB) channels for MobileNetV2. "
-            f"Received `input_shape={input_shape}`"
-        )
     weights = _check_weights(weights, alpha)
 
     # Built first: a failing download or a mismatched weights file should fail fast.

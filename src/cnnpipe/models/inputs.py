@@ -34,6 +34,11 @@ def check_preprocessing(preprocessing: Any, input_shape: tuple[int, int, int]) -
 
     ``None`` means: keep the stored size and channels, scale pixels to [0, 1].
     """
+    if input_shape[-1] not in (1, 3):
+        raise ModelConfigError(
+            "`input_shape` must have 1 (grayscale) or 3 (RGB) channels. "
+            f"Received `input_shape={input_shape}`"
+        )
     if preprocessing is None:
         preprocessing = {}
     if not isinstance(preprocessing, Mapping):
@@ -111,8 +116,6 @@ def model_input(
     x = layers.Rescaling(1.0, name="pixels_to_float")(inputs)
     x = augmentation_block(x, augmentation)
     stored = input_shape[-1]
-    if stored == 4:
-        raise ModelConfigError(f"`input_shape` must have 1 or 3 channels. Received `{input_shape}`")
     if stored == 3 and channels == 1:
         # A frozen Dense over the channel axis is the luma dot product; built-in, so it
         # saves and loads without custom objects (a Lambda would not).
