@@ -2,64 +2,104 @@ import numpy as np
 import pytest
 
 from cnnpipe.core.errors import DataError, TrainingError
-from cnnpipe.train.pretraining import rotation_task
-from cnnpipe.train.training import make_dataset, seed_everything, train_model
+from cnnpipe.core.shards import ShardSet, write_arrays
+from cnnpipe.train.pretraining import rotation_dataset, rotation_turns
+from cnnpipe.train.training import (
+    balanced_class_weight,
+    resolve_batch_size,
+    seed_everything,
+    train_model,
+)
 
 
-def test_rotation_task_labels_match_the_rotation():
-    images = np.random.default_rng(0).random((40, 5, 5, 1)).astype(np.float32)
-    rotated, turns = rotation_task(images, seed=3)
+def shards(tmp_path, images, labels, name="split") -> ShardSet:
+    return write_arrays(tmp_path / name, np.asarray(images, np.uint8), np.asarray(labels))
+
+
+def test_rotation_labels_match_the_rotation_and_stay_with_their_image(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (40, 5, 5, 1), dtype=np.uint8)
+    split = shards(tmp_path, images, np.zeros(40, int))
+    turns = rotation_turns(40, seed=3)
     assert set(turns.tolist()) == {0, 1, 2, 3}
+    batches = list(rotation_dataset(split, 7, seed=3, shuffle=False, shuffle_buffer_mb=1))
+    rotated = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(labels, turns)
     for original, result, k in zip(images, rotated, turns, strict=True):
         np.testing.assert_array_equal(np.rot90(original, k, axes=(0, 1)), result)
-    again, turns_again = rotation_task(images, seed=3)
-    np.testing.assert_array_equal(turns, turns_again)
+    # Shuffled, each image still carries its own turn.
+    shuffled = list(rotation_dataset(split, 8, seed=3, shuffle=True, shuffle_buffer_mb=1))
+    for images_batch, turns_batch in shuffled:
+        for image, k in zip(images_batch.numpy(), turns_batch.numpy(), strict=True):
+            match = [i for i, original in enumerate(images) if np.array_equal(
+                np.rot90(original, k, axes=(0, 1)), image)]
+            assert match and turns[match[0]] == k
 
 
-def test_rotation_task_refuses_non_square_images():
+def test_rotation_refuses_non_square_images(tmp_path):
+    split = shards(tmp_path, np.zeros((2, 4, 6, 1)), [0, 1])
     with pytest.raises(DataError, match="square"):
-        rotation_task(np.zeros((2, 4, 6, 1), np.float32), seed=0)
+        rotation_dataset(split, 2, seed=0, shuffle=False, shuffle_buffer_mb=1)
 
 
-def test_shuffled_dataset_is_seeded():
-    x = np.arange(50, dtype=np.float32)
-    order = lambda: np.concatenate([b[0].numpy() for b in make_dataset(  # noqa: E731
-        x, x, 10, shuffle=True, shuffle_buffer=50, seed=7)])
-    first, second = order(), order()
-    np.testing.assert_array_equal(first, second)
-    assert not np.array_equal(first, x)
+@pytest.mark.parametrize(
+    ("batch_size", "images", "min_steps", "expected"),
+    [
+        (128, 54_000, 50, 128),  # Fashion-MNIST: unchanged
+        (128, 1_300, 50, 26),  # digits: 50 updates an epoch instead of 11
+        (128, 300, 50, 16),  # never below 16
+        (8, 300, 50, 8),  # nor above what was asked for
+        (128, 1_300, 0, 128),  # 0 turns the scaling off
+    ],
+)
+def test_batch_size_scales_down_for_small_data_sets(batch_size, images, min_steps, expected):
+    assert resolve_batch_size(batch_size, images, min_steps) == expected
+
+
+def test_balanced_class_weight_evens_out_the_classes():
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    weights = balanced_class_weight(labels, 4)
+    counts = np.bincount(labels, minlength=4)
+    # Each present class contributes the same total weight; an absent class gets 1.
+    totals = [weights[c] * counts[c] for c in range(3)]
+    np.testing.assert_allclose(totals, totals[0])
+    assert weights[3] == 1.0 and weights[2] > weights[1] > weights[0]
 
 
 def settings(**values):
-    """Resolved train settings as train@<variant> reads them."""
-    return {"early_stopping_patience": 3, "shuffle_buffer": 1000, **values}
+    """Resolved train settings as train@<variant> uses them."""
+    return {"early_stopping_patience": 3, "shuffle_buffer_mb": 16, **values}
 
 
-def test_nan_loss_stops_with_a_clear_error():
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
     from cnnpipe.models import build_model
 
     seed_everything(0)
-    x = np.random.default_rng(0).random((32, 28, 28, 1)).astype(np.float32)
-    y = np.arange(32) % 3
+    x = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
+    split = shards(tmp_path, x, np.arange(32) % 3)
     model = build_model("simple_cnn", (28, 28, 1), 3, filters=(4, 8, 8), dense_units=8)
     diverging = settings(epochs=3, batch_size=8, learning_rate=1e30)
     with pytest.raises(TrainingError, match="loss became nan in epoch 1 of the training phase"):
-        train_model(model, x, y, x[:8], y[:8], 3, diverging, seed=0)
+        train_model(model, split.dataset(8), split.dataset(8), 3, diverging, images_per_epoch=32)
 
 
-def test_tiny_training_learns_and_reports():
+def test_tiny_training_learns_and_reports(tmp_path):
     from cnnpipe.models import build_model
 
     seed_everything(0)
     rng = np.random.default_rng(0)
     y = np.arange(200) % 2
-    x = rng.random((200, 28, 28, 1)).astype(np.float32) * 0.2
-    x[y == 1, :14] += 0.8  # class 1: bright top half
+    x = (rng.random((200, 28, 28, 1)) * 50).astype(np.uint8)
+    x[y == 1, :14] += 200  # class 1: bright top half
+    split = shards(tmp_path, x, y)
     model = build_model("simple_cnn", (28, 28, 1), 2, filters=(4, 8, 8), dense_units=8)
-    result = train_model(model, x, y, x[:50], y[:50], 2,
-                         settings(epochs=8, batch_size=16, learning_rate=0.01), seed=0)
+    result = train_model(
+        model, split.dataset(16, shuffle=True, seed=0), split.dataset(16, subset=np.arange(50)),
+        2, settings(epochs=8, batch_size=16, learning_rate=0.01), images_per_epoch=200,
+    )
     assert result.epochs_run >= 1 and 1 <= result.best_epoch <= result.epochs_run
     assert max(result.history["val_accuracy"]) > 0.9
+    assert result.images_seen == 200 * result.epochs_run
     assert model.output_shape == (None, 1)
 
 
@@ -87,11 +127,15 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     seed_everything(0)
     rng = np.random.default_rng(0)
     y = np.arange(64) % 3
-    x = rng.random((64, 28, 28, 1)).astype(np.float32)
-    model = build_model("mobilenet_transfer", (28, 28, 1), 3, alpha=0.35, image_size=32,
-                        dense_units=8, augmentation={"flip": "horizontal", "seed": 0})
-    train_model(model, x, y, x[:16], y[:16], 3,
-                settings(epochs=1, batch_size=16, learning_rate=0.01), seed=0)
+    x = rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    split = shards(tmp_path, x, y)
+    model = build_model(
+        "mobilenet_transfer", (28, 28, 1), 3, alpha=0.35, image_size=32, dense_units=8,
+        augmentation={"flip": "horizontal", "seed": 0},
+        preprocessing={"normalization": "standardize", "mean": [127.0], "std": [70.0]},
+    )
+    train_model(model, split.dataset(16, shuffle=True), split.dataset(16), 3,
+                settings(epochs=1, batch_size=16, learning_rate=0.01), images_per_epoch=64)
     save_model_files(model, tmp_path / "a.keras", tmp_path / "a.weights.h5")
     time.sleep(1.1)  # Keras stamps the save time in seconds
     save_model_files(model, tmp_path / "b.keras", tmp_path / "b.weights.h5")
