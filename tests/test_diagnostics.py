@@ -75,7 +75,8 @@ def tiny(name: str, num_classes: int, input_shape=(32, 32, 1)):
 
 
 def noise(n: int, shape=(32, 32, 1), seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+    """Raw pixels, what the models take: they normalize inside."""
+    return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
 def assert_png(path) -> None:
@@ -216,7 +217,7 @@ PATCH = 8
 
 
 def patch_task(n: int, seed: int):
-    """Noise in [0, 0.4) with one bright 8x8 patch at a random, known position.
+    """Pixel noise in [0, 100) with one bright 8x8 patch at a random, known position.
 
     The patch decides the class by its content: solid is class 0, horizontal stripes are
     class 1. Content rather than a fixed position per class: with two fixed positions a net
@@ -236,7 +237,7 @@ def patch_task(n: int, seed: int):
     striped = (offset_rows % 2 == 0)[:, :, None] | (labels == 0)[:, None, None]
     images = rng.random((n, 32, 32), dtype=np.float32) * 0.4
     images = np.where(patch, striped.astype(np.float32), images)
-    return images[..., None], labels, corners
+    return np.round(images[..., None] * 255).astype(np.uint8), labels, corners
 
 
 def peaks_in_patch(heatmaps, corners, margin: int = 2) -> np.ndarray:
@@ -298,7 +299,7 @@ def test_gradcam_runs_for_every_architecture(name, num_classes):
 def test_nested_backbone_gradcam_matches_a_hand_built_forward_pass():
     model = tiny("mobilenet_transfer", 10)
     base = model.get_layer("mobilenetv2_base")
-    front = keras.Model(model.input, model.get_layer("preprocess_input").output)
+    front = keras.Model(model.input, model.get_layer("normalize").output)
     inner = keras.Model(base.input, [base.get_layer("out_relu").output, base.output])
     head = model.get_layer("predictions")
     images = noise(3, seed=4)
@@ -357,12 +358,14 @@ def test_overlay_heatmap_is_uint8_rgb_for_gray_and_color():
 # --- figures ------------------------------------------------------------------------------------
 
 
-def test_display_images_maps_each_image_to_unit_rgb():
-    images = np.stack([np.full((4, 4, 1), 3.0), np.arange(16.0).reshape(4, 4, 1) - 8])
-    shown = display_images(images)
+def test_display_images_shows_the_raw_pixels_the_model_took():
+    images = np.stack([np.full((4, 4, 1), 51), np.arange(0, 256, 17).reshape(4, 4, 1)])
+    shown = display_images(images.astype(np.uint8))
     assert shown.shape == (2, 4, 4, 3)
-    assert np.all(shown[0] == 0)  # constant image
+    np.testing.assert_allclose(shown[0], 0.2)  # no per-image contrast stretch
     assert shown[1].min() == 0 and shown[1].max() == 1
+    with pytest.raises(ValueError, match="raw uint8"):
+        display_images(images.astype(np.float32) / 255)
     assert confidence_color(0.9) == "green" and confidence_color(0.6) == "orange"
     assert confidence_color(0.5) == "red"
 
@@ -370,15 +373,16 @@ def test_display_images_maps_each_image_to_unit_rgb():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_figure_writes_a_png(tmp_path, channels):
     rng = np.random.default_rng(5)
-    images = noise(10, shape=(32, 32, channels)) * 2 - 1
+    images = noise(10, shape=(32, 32, channels))
     labels = rng.integers(0, 3, 10)
     outputs = rng.dirichlet(np.ones(3), 10)
     names = ["t-shirt", "trouser", "pullover"]
     heatmaps = rng.random((10, 32, 32))
 
     plot_prediction_grid(images, labels, outputs, names, tmp_path / "grid.png", n=6)
-    plot_confident_mistakes(images, labels, outputs, names, tmp_path / "mistakes.png", n=4)
-    plot_confident_mistakes(images, labels, np.eye(3)[labels], names, tmp_path / "none.png")
+    read = images.__getitem__  # what evaluate passes: ShardSet.read
+    plot_confident_mistakes(read, labels, outputs, names, tmp_path / "mistakes.png", n=4)
+    plot_confident_mistakes(read, labels, np.eye(3)[labels], names, tmp_path / "none.png")
     plot_gradcam_grid(images[:5], heatmaps[:5], labels[:5], outputs[:5], names,
                       tmp_path / "gradcam.png")
     maps = {"conv1": rng.random((30, 30, 16)), "conv2": rng.random((13, 13, 5))}

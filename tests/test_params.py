@@ -121,8 +121,22 @@ def test_every_default_is_filled_in_the_resolved_settings():
         name: field.default for name, field in SimpleCnn.model_fields.items()
         if name not in SimpleCnn.training_keys()
     } | {"filters": [32, 64, 64]}
-    assert simple["train"]["shuffle_buffer"] == DEFAULTS["train"]["shuffle_buffer"]
+    for key in ("shuffle_buffer_mb", "min_steps_per_epoch", "class_weight"):
+        assert simple["train"][key] == DEFAULTS["train"][key], key
     assert configs["resolved/prepare.json"]["data"]["images"]["max_pixels"] == 50_000_000
+
+
+def test_the_removed_shuffle_buffer_key_points_to_its_replacement():
+    raw = with_change("train.shuffle_buffer", 60000)
+    with pytest.raises(ConfigError, match=r"^`train.shuffle_buffer` was removed; use "
+                                          r"`train.shuffle_buffer_mb`"):
+        parse_params(raw)
+
+
+def test_class_weight_takes_none_or_balanced():
+    assert parse_params(with_change("train.class_weight", "balanced")).train.class_weight == "balanced"
+    with pytest.raises(ConfigError, match="class_weight"):
+        parse_params(with_change("train.class_weight", "inverse"))
 
 
 def test_unknown_architecture_lists_known_names():

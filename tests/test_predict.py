@@ -29,11 +29,10 @@ from cnnpipe.predict import (  # noqa: E402
     gradcam_paths,
     load_predictor,
 )
-from cnnpipe.preprocess.preprocessing import Preprocessing, apply_preprocessing  # noqa: E402
 
 CLASSES = ["circle", "square", "stripes"]
 TINY = {"filters": [4, 8, 8], "dense_units": 8}
-PREP = Preprocessing(image_size=(28, 28), channels=1, normalization="unit")
+PREP = {"image_size": [28, 28], "channels": 1, "normalization": "unit", "mean": None, "std": None}
 
 
 def save_variant(models_dir, name, model, class_names, **extra):
@@ -50,7 +49,7 @@ def save_variant(models_dir, name, model, class_names, **extra):
         "class_names": class_names,
         "num_classes": len(class_names),
         "raw_image_shape": [28, 28, 1],
-        "preprocessing": PREP.to_dict(),
+        "preprocessing": PREP,
         **extra,
     }
     (folder / "model_card.json").write_text(json.dumps(card, indent=2))
@@ -61,8 +60,8 @@ def repo(tmp_path_factory):
     """A directory laid out like the repository: models/tiny (3 classes), models/binary."""
     root = tmp_path_factory.mktemp("repo")
     keras.utils.set_random_seed(0)
-    tiny = build_model("simple_cnn", (28, 28, 1), len(CLASSES), **TINY)
-    binary = build_model("simple_cnn", (28, 28, 1), 2, **TINY)
+    tiny = build_model("simple_cnn", (28, 28, 1), len(CLASSES), preprocessing=PREP, **TINY)
+    binary = build_model("simple_cnn", (28, 28, 1), 2, preprocessing=PREP, **TINY)
     save_variant(root / "models", "tiny", tiny, CLASSES)
     save_variant(root / "models", "binary", binary, ["cat", "dog"])
     save_variant(root / "models", "iconic", tiny, CLASSES,
@@ -120,7 +119,7 @@ def test_known_images_get_the_probabilities_evaluation_gets(in_repo, tmp_path, c
     files = [write_png(tmp_path / f"known{i}.png", image) for i, image in enumerate(images)]
     code, records, err = run_json(capsys, "predict", *files, "--model", "tiny")
     assert code == 0, err
-    expected = in_repo["tiny"].predict(apply_preprocessing(images, PREP), verbose=0)
+    expected = in_repo["tiny"].predict(images, verbose=0)
     assert [r["file"] for r in records] == files
     for record, row in zip(records, expected, strict=True):
         got = np.array([record["probabilities"][name] for name in CLASSES])
@@ -140,8 +139,8 @@ def test_other_sizes_and_colours_become_what_the_training_data_looked_like(in_re
     assert all(p.ok for p in predictions)
     # The prepare stage's path for a folder image: Pillow's grayscale, bilinear resize.
     gray = np.asarray(Image.open(jpeg).convert("L"))[..., None]
-    expected = apply_preprocessing(fit_to_size(gray, (28, 28))[None], PREP)
-    np.testing.assert_array_equal(inputs[0], expected[0])
+    np.testing.assert_array_equal(inputs[0], fit_to_size(gray, (28, 28)))
+    assert inputs.dtype == np.uint8
     assert inputs.shape == (2, 28, 28, 1)
 
 
@@ -155,7 +154,7 @@ def test_crop_setting_of_a_matching_data_card_is_used(in_repo, tmp_path):
     predictor = load_predictor("models", "tiny", data_card=card)
     assert predictor.crop_to_aspect_ratio
     _, inputs = classify_files(predictor, [file])
-    np.testing.assert_allclose(inputs[0], 1.0)
+    np.testing.assert_array_equal(inputs[0], 255)
     other = tmp_path / "other_card.json"
     other.write_text(json.dumps({"class_names": ["a", "b", "c"], "image_shape": [28, 28, 1],
                                  "image_loading": {"crop_to_aspect_ratio": True}}))
@@ -264,7 +263,7 @@ def test_binary_model_gives_two_class_probabilities(in_repo, tmp_path, capsys):
     files = [write_png(tmp_path / f"b{i}.png", image) for i, image in enumerate(images)]
     code, records, _ = run_json(capsys, "predict", *files, "--model", "binary")
     assert code == 0
-    p_dog = in_repo["binary"].predict(apply_preprocessing(images, PREP), verbose=0)[:, 0]
+    p_dog = in_repo["binary"].predict(images, verbose=0)[:, 0]
     for record, p in zip(records, p_dog, strict=True):
         assert record["probabilities"]["dog"] == pytest.approx(p, abs=1e-5)
         assert record["probabilities"]["cat"] == pytest.approx(1 - p, abs=1e-5)

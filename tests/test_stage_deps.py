@@ -188,15 +188,22 @@ def test_editing_train_plotting_code_marks_only_train(tiny_repo):
 
 
 @pytest.mark.slow
-def test_editing_the_normalization_reaches_train_through_the_saved_range(tiny_repo):
+def test_editing_the_fitted_preprocessing_reaches_train_through_its_settings_file(tiny_repo):
     from pipeline_repo import dvc
 
     _edit(tiny_repo, "src/cnnpipe/preprocess/preprocessing.py",
-          'if self.normalization == "unit":\n            return (0.0, 1.0)',
-          'if self.normalization == "unit":\n            return (0.0, 2.0)')
+          "PIXEL_SCALE = 255", "PIXEL_SCALE = 256")
     assert _changed_stages(tiny_repo) == {"preprocess"}
     dvc(tiny_repo, "repro", "-s", "preprocess")
-    # The processed pixels are byte-identical; the recorded range is not, so train re-runs.
+    # preprocessing.json changed, and the model's input layers are built from it.
+    assert _changed_stages(tiny_repo) == {"train@simple_cnn"}
+
+
+@pytest.mark.slow
+def test_editing_the_models_normalization_layers_marks_only_train(tiny_repo):
+    # Evaluate loads the saved model, so only a retrained model can change what it computes.
+    _edit(tiny_repo, "src/cnnpipe/models/inputs.py",
+          "layers.Rescaling(1.0 / 255.0,", "layers.Rescaling(1.0 / 256.0,")
     assert _changed_stages(tiny_repo) == {"train@simple_cnn"}
 
 
