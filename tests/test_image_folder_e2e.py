@@ -51,7 +51,8 @@ def repo(tmp_path_factory):
             draw(kind, size, rng).save(folder / f"{i:03d}.jpg", quality=90)
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["data"].update({"source": "image_folder", "train_limit": 0, "test_limit": 0})
-    params["data"]["images"].update({"image_size": [32, 32], "channels": 3})
+    # No `channels` anywhere: RGB photos must stay RGB by themselves.
+    params["data"]["images"].update({"image_size": [32, 32]})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(path, "add", "data/images")
     run(path, "git", "add", "-A")
@@ -74,6 +75,33 @@ def test_every_variant_trains_on_the_folder(repo):
     assert quality["files"]["skipped"] == 0
 
 
+def test_rgb_photos_train_as_rgb_without_a_channels_param(repo):
+    card = json.loads((repo / "data/prepared/data_card.json").read_text())
+    assert card["image_shape"] == [32, 32, 3]
+    model_card = json.loads((repo / "models/simple_cnn/model_card.json").read_text())
+    assert model_card["raw_image_shape"] == [32, 32, 3]
+    assert model_card["preprocessing"]["channels"] == 3
+
+
+def test_the_saved_model_classifies_raw_pixels_in_a_process_without_cnnpipe(repo, tmp_path):
+    """model.keras owns its preprocessing: keras alone, fed the stored uint8 pixels, gives
+    what `cnnpipe predict` gives."""
+    rng = np.random.default_rng(7)
+    photo = tmp_path / "photo.png"  # already at the stored size, so no resize is involved
+    draw("circle", (32, 32), rng).save(photo)
+    predicted = json.loads(run(repo, "cnnpipe", "predict", str(photo), "--model", "simple_cnn",
+                               "--json").stdout)[0]["probabilities"]
+    script = (
+        "import json, sys; import keras, numpy as np; from PIL import Image; "
+        "m = keras.saving.load_model('models/simple_cnn/model.keras', compile=False); "
+        f"x = np.asarray(Image.open({str(photo)!r}).convert('RGB'))[None]; "
+        "assert x.dtype == np.uint8 and not any(n.startswith('cnnpipe') for n in sys.modules); "
+        "print(json.dumps(m.predict(x, verbose=0)[0].tolist()))"
+    )
+    alone = json.loads(run(repo, "python", "-c", script).stdout)
+    np.testing.assert_allclose(alone, [predicted[name] for name in CLASSES], atol=1e-5)
+
+
 def test_remote_round_trip_gives_the_same_model(repo, tmp_path):
     remote = tmp_path / "remote"
     dvc(repo, "remote", "add", "-d", "shared", str(remote))
@@ -89,9 +117,9 @@ def test_remote_round_trip_gives_the_same_model(repo, tmp_path):
 
     script = (
         "import json, sys; from cnnpipe.evaluate.inference import load_trained_model, predict_outputs; "
-        "from cnnpipe.core.io import load_split; "
+        "from cnnpipe.core.shards import ShardSet; "
         "m = load_trained_model('models/simple_cnn/model.keras'); "
-        "x = load_split('data/processed/test.npz').images; "
+        "x = ShardSet('data/prepared/test').read(range(len(ShardSet('data/prepared/test')))); "
         "print(json.dumps(predict_outputs(m, x).tolist()))"
     )
     original = json.loads(run(repo, "python", "-c", script).stdout)

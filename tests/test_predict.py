@@ -389,3 +389,26 @@ def test_tensorflow_noise_is_held_back_and_other_stderr_kept(capfd, monkeypatch)
                     b"call to cuInit: INTERNAL\n"
                     b"something that matters\n")
     assert capfd.readouterr().err == "something that matters\n"
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_an_exif_rotated_photo_gets_the_model_input_prepare_gave_it(tmp_path, crop):
+    """Predict and prepare share the decode and resize code: same file, same bytes."""
+    from cnnpipe.data.folders import decode_file
+    from cnnpipe.predict import read_image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (60, 40, 3), dtype=np.uint8)
+    pixels[:10] = 255  # a bright top band: the rotation is visible in the result
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways; viewers (and both paths) turn it upright
+    photo = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(photo, "JPEG", quality=95, exif=exif.tobytes())
+    for channels in (1, 3):
+        prepared = decode_file(photo, (32, 32), channels, crop_to_aspect_ratio=crop).pixels
+        served = read_image(photo, (32, 32, channels), crop_to_aspect_ratio=crop)
+        assert served.dtype == np.uint8 and served.shape == (32, 32, channels)
+        np.testing.assert_array_equal(served, prepared)
+    upright = read_image(photo, (40, 60, 3))  # upright size, so no resize: orientation alone
+    assert upright.shape == (40, 60, 3)
+    assert upright[:, -10:].mean() > upright[:, :-10].mean() + 50  # the top band turned right
