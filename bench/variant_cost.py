@@ -58,7 +58,11 @@ def main() -> None:
                             preprocessing=prep, **hp)
         settings = config["train"]
         compile_model(model, card["num_classes"], settings["learning_rate"])
-        ds = train.dataset(settings["batch_size"], subset=np.arange(images))
+        # The train stage's own input: shuffled shards, the model normalizing inside.
+        ds = train.dataset(
+            settings["batch_size"], shuffle=True, seed=params.seed,
+            shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=np.arange(images),
+        )
         model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
         start = time.perf_counter()
         model.fit(ds, epochs=1, verbose=0)
