@@ -144,3 +144,40 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6
     )
+
+
+def test_balanced_class_weight_raises_balanced_accuracy_on_imbalanced_digits(tmp_path):
+    """Real data, one class 10x rarer than the others (as in many medical sets)."""
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import balanced_accuracy_score
+
+    from cnnpipe.evaluate.inference import predict_outputs
+    from cnnpipe.models import build_model
+
+    digits = load_digits()
+    x = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
+    y = digits.target
+    order = np.random.default_rng(0).permutation(len(y))
+    test, pool = order[:500], order[500:]
+    rare = 3
+    train = np.concatenate([pool[y[pool] != rare], pool[y[pool] == rare][:12]])
+    counts = np.bincount(y[train])
+    assert counts[rare] * 10 <= np.delete(counts, rare).min()
+    train_split = shards(tmp_path, x[train], y[train], "train")
+    test_split = shards(tmp_path, x[test], y[test], "test")
+
+    def balanced_accuracy(class_weight):
+        seed_everything(0)
+        model = build_model("simple_cnn", (8, 8, 1), 10, filters=(16, 32), dense_units=32)
+        train_model(
+            model, train_split.dataset(32, shuffle=True, seed=0), test_split.dataset(64), 10,
+            settings(epochs=4, batch_size=32, learning_rate=0.003, early_stopping_patience=0),
+            images_per_epoch=len(train), class_weight=class_weight,
+        )
+        predicted = predict_outputs(model, test_split.dataset(64)).argmax(axis=1)
+        return balanced_accuracy_score(y[test], predicted), np.mean(predicted[y[test] == rare] == rare)
+
+    plain, plain_recall = balanced_accuracy(None)
+    weighted, weighted_recall = balanced_accuracy(balanced_class_weight(y[train], 10))
+    assert weighted_recall > plain_recall + 0.3, (plain_recall, weighted_recall)
+    assert weighted > plain + 0.01, (plain, weighted)
