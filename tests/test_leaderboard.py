@@ -9,9 +9,12 @@ from cnnpipe.compare.leaderboard import leaderboard_rows, to_markdown, transfer_
 ROOT = Path(__file__).resolve().parents[1]
 
 EVALS = {
-    "a": {"accuracy": 0.91, "macro_f1": 0.90, "loss": 0.30, "total_params": 1000},
-    "b": {"accuracy": 0.93, "macro_f1": 0.92, "loss": 0.25, "total_params": 5000},
-    "c": {"accuracy": 0.88, "macro_f1": 0.89, "loss": 0.20, "total_params": 200},
+    "a": {"accuracy": 0.91, "balanced_accuracy": 0.90, "macro_f1": 0.90, "loss": 0.30,
+          "total_params": 1000},
+    "b": {"accuracy": 0.93, "balanced_accuracy": 0.81, "macro_f1": 0.92, "loss": 0.25,
+          "total_params": 5000},
+    "c": {"accuracy": 0.88, "balanced_accuracy": 0.88, "macro_f1": 0.89, "loss": 0.20,
+          "total_params": 200},
 }
 TRAINS = {
     "a": {"train_seconds": 10.0, "epochs_run": 3, "flops_per_image": 100},
@@ -24,6 +27,7 @@ TRAINS = {
 @pytest.mark.parametrize("key, order", [
     ("accuracy", ["b", "a", "c"]),
     ("macro_f1", ["b", "a", "c"]),
+    ("balanced_accuracy", ["a", "c", "b"]),
     ("loss", ["c", "b", "a"]),
 ])
 def test_sorting(key, order):
@@ -35,7 +39,7 @@ def test_markdown_has_a_row_per_variant_with_merged_training_facts():
     text = to_markdown(leaderboard_rows(EVALS, TRAINS))
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
-    assert lines[2].startswith("| b | 0.9300 | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |")
+    assert lines[2].startswith("| b | 0.9300 | 0.8100 | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |")
 
 
 def test_transfer_rows_pair_pretrained_with_scratch_of_same_architecture():

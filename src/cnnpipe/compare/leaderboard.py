@@ -5,6 +5,9 @@ from __future__ import annotations
 COLUMNS = (
     ("variant", "variant", "{}"),
     ("accuracy", "test accuracy", "{:.4f}"),
+    # Beside accuracy: on imbalanced classes a model that ignores the rare ones still
+    # scores high accuracy, but not high balanced accuracy (mean per-class recall).
+    ("balanced_accuracy", "balanced accuracy", "{:.4f}"),
     ("macro_f1", "macro-F1", "{:.4f}"),
     ("loss", "test loss", "{:.4f}"),
     ("total_params", "parameters", "{:,}"),

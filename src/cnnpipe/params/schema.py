@@ -136,7 +136,7 @@ class Train(Section):
 
 
 class Compare(Section):
-    sort_by: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
+    sort_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "loss"] = "accuracy"
 
 
 class Params(BaseModel):
