@@ -38,6 +38,7 @@ def main(variant_name: str) -> None:
         estimate_flops,
         pretrain_backbone,
         resolve_batch_size,
+        resolve_epochs,
         save_model_files,
         seed_everything,
         train_model,
@@ -54,6 +55,9 @@ def main(variant_name: str) -> None:
         **config.train.to_dict(),
         "batch_size": resolve_batch_size(
             config.train.batch_size, len(labelled), config.train.min_steps_per_epoch
+        ),
+        "epochs": resolve_epochs(
+            config.train.epochs, len(labelled), config.train.min_images_seen
         ),
     }
     class_weight = (
@@ -123,6 +127,7 @@ def main(variant_name: str) -> None:
     write_json(layout.train_metrics(variant_name), {
         "train_images": len(labelled),
         "batch_size": settings["batch_size"],
+        "epochs": settings["epochs"],
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(result.history["val_loss"]),

@@ -121,7 +121,7 @@ def test_every_default_is_filled_in_the_resolved_settings():
         name: field.default for name, field in SimpleCnn.model_fields.items()
         if name not in SimpleCnn.training_keys()
     } | {"filters": [32, 64, 64]}
-    for key in ("shuffle_buffer_mb", "min_steps_per_epoch", "class_weight"):
+    for key in ("shuffle_buffer_mb", "min_steps_per_epoch", "min_images_seen", "class_weight"):
         assert simple["train"][key] == DEFAULTS["train"][key], key
     assert configs["resolved/prepare.json"]["data"]["images"]["max_pixels"] == 50_000_000
 

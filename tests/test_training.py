@@ -7,6 +7,7 @@ from cnnpipe.train.pretraining import rotation_dataset, rotation_turns
 from cnnpipe.train.training import (
     balanced_class_weight,
     resolve_batch_size,
+    resolve_epochs,
     seed_everything,
     train_model,
 )
@@ -54,6 +55,19 @@ def test_rotation_refuses_non_square_images(tmp_path):
 )
 def test_batch_size_scales_down_for_small_data_sets(batch_size, images, min_steps, expected):
     assert resolve_batch_size(batch_size, images, min_steps) == expected
+
+
+@pytest.mark.parametrize(
+    ("epochs", "images", "min_seen", "expected"),
+    [
+        (5, 54_000, 30_000, 5),  # Fashion-MNIST: unchanged
+        (5, 10_000, 30_000, 5),  # the MobileNet pair's 10,000 labels: unchanged
+        (5, 1_294, 30_000, 24),  # digits' training split
+        (5, 1_294, 0, 5),  # 0 keeps the configured epochs
+    ],
+)
+def test_small_data_sets_get_more_epochs(epochs, images, min_seen, expected):
+    assert resolve_epochs(epochs, images, min_seen) == expected
 
 
 def test_balanced_class_weight_evens_out_the_classes():

@@ -131,6 +131,9 @@ class Train(Section):
     # Small data sets get smaller batches (down to 16) so each epoch has this many updates;
     # with ten steps an epoch BatchNorm's statistics never settle. 0 keeps batch_size.
     min_steps_per_epoch: NonNegativeInt = 50
+    # Small data sets also get more epochs, up to this many images seen in all (early
+    # stopping still ends them); 5 epochs of a large set are far beyond it. 0 keeps epochs.
+    min_images_seen: NonNegativeInt = 30_000
     # balanced: sklearn's n / (k * count) weights, for imbalanced classes (medical scans).
     class_weight: Literal["none", "balanced"] = "none"
 

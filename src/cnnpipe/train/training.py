@@ -45,6 +45,18 @@ def resolve_batch_size(batch_size: int, images: int, min_steps_per_epoch: int) -
     return max(min(batch_size, images // min_steps_per_epoch), min(16, batch_size))
 
 
+def resolve_epochs(epochs: int, images: int, min_images_seen: int) -> int:
+    """At least ``epochs``, and enough for ``min_images_seen`` training images in all.
+
+    A few hundred images pass through a few epochs in a few hundred updates, too few for
+    the augmented and inception variants to learn; early stopping still ends a run that has
+    stopped improving. Large sets are unaffected (5 epochs of 54,000 images is 270,000).
+    """
+    if min_images_seen <= 0 or images <= 0:
+        return epochs
+    return max(epochs, math.ceil(min_images_seen / images))
+
+
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     """sklearn's "balanced" weights, n / (k * count): each class weighs as much in the loss."""
     from sklearn.utils.class_weight import compute_class_weight
