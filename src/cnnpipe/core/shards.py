@@ -74,7 +74,9 @@ class ShardWriter:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}")
         self.record_bytes = record_bytes_for(self.image_shape)
-        self.records_per_shard = int(records_per_shard or default_records_per_shard(self.image_shape))
+        self.records_per_shard = int(
+            records_per_shard or default_records_per_shard(self.image_shape)
+        )
         if self.records_per_shard < 1:
             raise ValueError("records_per_shard must be at least 1")
         self.count = 0
@@ -202,7 +204,10 @@ class ShardSet:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_FILE
         if not index_path.is_file():
-            raise DataError(f"{self.directory} is not a prepared split (no {INDEX_FILE}); run the prepare stage (dvc repro)")
+            raise DataError(
+                f"{self.directory} is not a prepared split (no {INDEX_FILE}); "
+                "run the prepare stage (dvc repro)"
+            )
         try:
             index = json.loads(index_path.read_text())
         except (OSError, ValueError) as exc:
@@ -219,8 +224,9 @@ class ShardSet:
         self.count = int(index["count"])
         self.shard_paths = [self.directory / name for name in index["shards"]]
         self.labels = np.load(self.directory / LABELS_FILE).astype(np.int32)
-        if len(self.labels) != self.count or self.record_bytes != record_bytes_for(self.image_shape):
-            raise DataError(f"{self.directory}: index.json disagrees with its labels; rerun prepare")
+        consistent = self.record_bytes == record_bytes_for(self.image_shape)
+        if len(self.labels) != self.count or not consistent:
+            raise DataError(f"{self.directory}: index.json disagrees with its files; rerun prepare")
         self._fds: dict[int, int] = {}
 
     @classmethod

@@ -31,7 +31,9 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._file = tempfile.TemporaryFile(dir=self.directory, prefix=".prepare-spool-")
         except OSError as exc:
-            raise DataError(f"cannot write a temporary file in {self.directory}: {exc.strerror or exc}") from None
+            raise DataError(
+                f"cannot write a temporary file in {self.directory}: {exc.strerror or exc}"
+            ) from None
         self._offsets: list[int] = []
         self._channels = bytearray()
         self._end = 0
@@ -46,8 +48,11 @@ class Spool:
 
     def append(self, pixels: np.ndarray) -> int:
         """Store one (H, W, 1 or 3) uint8 image; returns its index."""
-        if pixels.shape[:2] != self.image_size or pixels.shape[2:] not in ((1,), (3,)) or pixels.dtype != np.uint8:
-            raise ValueError(f"expected uint8 {self.image_size} x 1 or 3, got {pixels.dtype} {pixels.shape}")
+        channels_ok = pixels.ndim == 3 and pixels.shape[2] in (1, 3)
+        if pixels.shape[:2] != self.image_size or not channels_ok or pixels.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 {self.image_size} x 1 or 3, got {pixels.dtype} {pixels.shape}"
+            )
         try:
             self._file.write(np.ascontiguousarray(pixels).data)
         except OSError as exc:

@@ -76,7 +76,9 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     raise DataError(f"cannot convert {x.shape[-1]}-channel images to {channels} channels")
 
 
-def channel_statistics(train: ShardSet, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_statistics(
+    train: ShardSet, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (0-255 scale) of ``train`` as the model input would see it.
 
     One pass in bounded batches. Without a luma conversion the statistics come from exact
