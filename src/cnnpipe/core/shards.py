@@ -51,8 +51,17 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.bin"
 
 
-def _os_error(path: Path | str, exc: OSError) -> DataError:
-    return DataError(f"cannot write {path}: {exc.strerror or exc}")
+class ShardWriteError(DataError):
+    """Writing a split failed (a full disk, a read-only folder): one line, path and cause."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+def _os_error(path: Path | str, exc: OSError) -> ShardWriteError:
+    return ShardWriteError(path, exc.strerror or str(exc))
 
 
 class ShardWriter:
