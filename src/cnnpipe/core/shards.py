@@ -334,9 +334,12 @@ class ShardSet:
         files = tf.constant([str(p) for p in self.shard_paths] or [""], tf.string)
         shard_count = len(self.shard_paths)
 
+        # Record indices cost an extra tensor per record: carried only when asked for.
+        indexed = with_index or subset is not None
+
         def shard_records(shard):
             records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
-            return records.enumerate(start=shard * per_shard)
+            return records.enumerate(start=shard * per_shard) if indexed else records
 
         shards = tf.data.Dataset.range(shard_count)
         if shuffle and shard_count > 1:
@@ -366,7 +369,8 @@ class ShardSet:
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         records = records.batch(batch_size)
 
-        def decode(index, record):
+        def decode(*parts):
+            index, record = parts if indexed else (None, parts[0])
             raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
             labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
             images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
