@@ -169,7 +169,8 @@ def timed_stage(repo: Path, args: list[str]) -> dict:
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if result.returncode:
-        raise SystemExit(f"{' '.join(args)} failed in {repo}:\n{result.stdout}\n{result.stderr}")
+        stage_output = result.stderr.split("\tCommand being timed")[0]  # GNU time's stats follow
+        raise SystemExit(f"{' '.join(args)} failed in {repo}:\n{result.stdout}\n{stage_output}")
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)[1])
     return {"wall_s": wall, "rss_mib": peak_kb / 1024, "stdout": result.stdout.strip()}
 
