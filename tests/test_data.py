@@ -161,11 +161,13 @@ def test_spooled_images_split_exactly_like_arrays(tmp_path):
     digits = load_digits()
     images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]
     labels = digits.target.astype(np.int32)
-    spool = Spool((8, 8, 3), tmp_path)
+    spool = Spool((8, 8), tmp_path)
     for image in images:
-        spool.append(np.repeat(image, 3, axis=-1))
+        spool.append(image)
     spool.finish()
-    lazy = Split(spool.view(first_channel_only=True), labels)
+    assert spool.all_gray
+    lazy = Split(spool.view(1), labels)
+    np.testing.assert_array_equal(np.asarray(spool.view(3)[:5]), np.repeat(images[:5], 3, axis=-1))
     names = tuple(str(d) for d in range(10))
     from_arrays = prepare_splits(Split(images[:1500], labels[:1500]), Split(images[1500:], labels[1500:]),
                                  names, 0.2, seed=4, train_limit=1000)  # fmt: skip

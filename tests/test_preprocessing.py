@@ -57,11 +57,12 @@ def test_standardize_statistics_are_per_channel_on_the_pixel_scale(colour):
     assert 40 < prep.mean[0] < 120 and prep.mean[2] == pytest.approx(255 - prep.mean[0])
 
 
-def test_statistics_do_not_depend_on_the_batch_size(colour, monkeypatch):
+@pytest.mark.parametrize("channels", [None, 1])  # histogram path, luma (float) path
+def test_statistics_do_not_depend_on_the_batch_size(colour, monkeypatch, channels):
     shards, _ = colour
-    whole = fit_preprocessing(shards, None, None, "standardize")
-    monkeypatch.setattr(preprocessing, "_BATCH_BYTES", 8 * 8 * 8 * 3 * 7)  # 7 images a batch
-    small = fit_preprocessing(shards, None, None, "standardize")
+    whole = fit_preprocessing(shards, None, channels, "standardize")
+    monkeypatch.setattr(preprocessing, "_BATCH_BYTES", 8 * 8 * 8 * 3 * 7)  # 7 or 56 a batch
+    small = fit_preprocessing(shards, None, channels, "standardize")
     np.testing.assert_allclose(small.mean, whole.mean, rtol=1e-12)
     np.testing.assert_allclose(small.std, whole.std, rtol=1e-10)
 

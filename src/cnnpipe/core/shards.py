@@ -51,8 +51,17 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.bin"
 
 
-def _os_error(path: Path | str, exc: OSError) -> DataError:
-    return DataError(f"cannot write {path}: {exc.strerror or exc}")
+class ShardWriteError(DataError):
+    """Writing a split failed (a full disk, a read-only folder): one line, path and cause."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+def _os_error(path: Path | str, exc: OSError) -> ShardWriteError:
+    return ShardWriteError(path, exc.strerror or str(exc))
 
 
 class ShardWriter:
@@ -74,7 +83,9 @@ class ShardWriter:
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}")
         self.record_bytes = record_bytes_for(self.image_shape)
-        self.records_per_shard = int(records_per_shard or default_records_per_shard(self.image_shape))
+        self.records_per_shard = int(
+            records_per_shard or default_records_per_shard(self.image_shape)
+        )
         if self.records_per_shard < 1:
             raise ValueError("records_per_shard must be at least 1")
         self.count = 0
@@ -202,7 +213,10 @@ class ShardSet:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_FILE
         if not index_path.is_file():
-            raise DataError(f"{self.directory} is not a prepared split (no {INDEX_FILE}); run the prepare stage (dvc repro)")
+            raise DataError(
+                f"{self.directory} is not a prepared split (no {INDEX_FILE}); "
+                "run the prepare stage (dvc repro)"
+            )
         try:
             index = json.loads(index_path.read_text())
         except (OSError, ValueError) as exc:
@@ -219,8 +233,9 @@ class ShardSet:
         self.count = int(index["count"])
         self.shard_paths = [self.directory / name for name in index["shards"]]
         self.labels = np.load(self.directory / LABELS_FILE).astype(np.int32)
-        if len(self.labels) != self.count or self.record_bytes != record_bytes_for(self.image_shape):
-            raise DataError(f"{self.directory}: index.json disagrees with its labels; rerun prepare")
+        consistent = self.record_bytes == record_bytes_for(self.image_shape)
+        if len(self.labels) != self.count or not consistent:
+            raise DataError(f"{self.directory}: index.json disagrees with its files; rerun prepare")
         self._fds: dict[int, int] = {}
 
     @classmethod
@@ -319,9 +334,12 @@ class ShardSet:
         files = tf.constant([str(p) for p in self.shard_paths] or [""], tf.string)
         shard_count = len(self.shard_paths)
 
+        # Record indices cost an extra tensor per record: carried only when asked for.
+        indexed = with_index or subset is not None
+
         def shard_records(shard):
             records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
-            return records.enumerate(start=shard * per_shard)
+            return records.enumerate(start=shard * per_shard) if indexed else records
 
         shards = tf.data.Dataset.range(shard_count)
         if shuffle and shard_count > 1:
@@ -351,7 +369,8 @@ class ShardSet:
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         records = records.batch(batch_size)
 
-        def decode(index, record):
+        def decode(*parts):
+            index, record = parts if indexed else (None, parts[0])
             raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
             labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
             images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))

@@ -1,1 +1,1 @@
-"""Dataset sources and splitting."""
+"""Dataset sources, splitting, and the spool and shards the prepared splits go through."""

@@ -287,10 +287,7 @@ def _from_folder(
         members = [(f, o) for f, o in kept if f.pool == pool]
         if members:
             pools[pool] = Split(
-                spool.view(
-                    [spool_index[f.relative] for f, _ in members],
-                    first_channel_only=spool.image_shape[-1] != channels,
-                ),
+                spool.view(channels, [spool_index[f.relative] for f, _ in members]),
                 np.array([selected.index(f.class_name) for f, _ in members], dtype=np.int32),
             )
     if "train" not in pools:
@@ -321,37 +318,30 @@ def _from_folder(
 def _decode_to_spool(files, images_cfg, spool_dir) -> tuple[Spool, list[DecodeOutcome], int]:
     """Decode every file into a spool, keeping only the small facts of each in memory.
 
-    Returns (spool, outcomes without pixels, channel count). With ``channels`` null the count
-    follows the data: images are spooled as RGB (gray ones replicated, exactly as an explicit
-    3 would give) and read back as one channel when every decoded image was grayscale,
-    which a single decode pass can only know at its end.
+    Returns (spool, outcomes without pixels, channel count). With ``channels`` null each
+    image is decoded with its own channels and the count follows the data: 1 when every
+    decoded image was grayscale, else 3 with the gray ones replicated (exactly what an
+    explicit 3 gives), a choice a single decode pass can only make at its end.
     """
-    height, width = images_cfg.image_size
-    wanted = images_cfg.channels
-    spool = Spool((height, width, wanted or 3), spool_dir)
+    spool = Spool(tuple(images_cfg.image_size), spool_dir)
     outcomes = []
-    all_gray = True
     try:
         for outcome in iter_decode_files(
             [f.path for f in files],
-            (height, width),
-            wanted,
+            tuple(images_cfg.image_size),
+            images_cfg.channels,
             images_cfg.crop_to_aspect_ratio,
             images_cfg.max_pixels,
         ):
             if outcome.pixels is not None:
-                pixels = outcome.pixels
-                all_gray &= pixels.shape[-1] == 1
-                if pixels.shape[-1] != spool.image_shape[-1]:
-                    pixels = np.repeat(pixels, spool.image_shape[-1], axis=-1)
-                spool.append(pixels)
+                spool.append(outcome.pixels)
                 outcome = replace(outcome, pixels=None)
             outcomes.append(outcome)
         spool.finish()
     except BaseException:
         spool.close()
         raise
-    channels = wanted or (1 if all_gray and spool.count else 3)
+    channels = images_cfg.channels or (1 if spool.all_gray and spool.count else 3)
     return spool, outcomes, channels
 
 

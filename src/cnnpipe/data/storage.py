@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnpipe.core.errors import DataError
-from cnnpipe.core.shards import FORMAT, write_arrays
+from cnnpipe.core.shards import FORMAT, ShardWriteError, write_arrays
 from cnnpipe.data.prepare import PreparedData
 
 CARD_NAME = "data_card.json"
@@ -42,7 +42,11 @@ def write_prepared(target: str | Path, prepared: PreparedData, card: dict) -> di
         total = 0
         record_bytes = None
         for name, split in prepared.splits().items():
-            shards = write_arrays(staging / name, split.images, split.labels)
+            try:
+                shards = write_arrays(staging / name, split.images, split.labels)
+            except ShardWriteError as exc:
+                # The staging path means nothing to the person: name the real destination.
+                raise DataError(f"cannot write {target / name}: {exc.reason}") from None
             total += shards.bytes_on_disk
             record_bytes = shards.record_bytes
         card = {

@@ -46,7 +46,7 @@ class FashionMnist(Section):
 
 
 class Images(Section):
-    """How image files (image_folder, archive sources) become arrays of one size."""
+    """How image files (image_folder, archive sources) become uint8 records of one size."""
 
     image_size: tuple[
         Annotated[int, Strict(), Field(ge=8)], Annotated[int, Strict(), Field(ge=8)]

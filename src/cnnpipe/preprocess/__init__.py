@@ -1,1 +1,1 @@
-"""Stage preprocess: resize, channels and normalization fitted on the training split."""
+"""Stage preprocess: the model-input size, channels and normalization, statistics from train."""
