@@ -368,6 +368,9 @@ class ShardSet:
             buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // record_bytes))
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         records = records.batch(batch_size)
+        # File-backed and filtered datasets have unknown length; stating it lets Keras size
+        # its epochs and progress instead of warning that the input "ran out of data".
+        records = records.apply(tf.data.experimental.assert_cardinality(-(-kept // batch_size)))
 
         def decode(*parts):
             index, record = parts if indexed else (None, parts[0])
