@@ -64,19 +64,6 @@ def read_json(path: str | Path):
     return json.loads(path.read_text())
 
 
-def save_split(path: str | Path, split: Split) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, images=split.images, labels=split.labels)
-
-
-def load_split(path: str | Path) -> Split:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} not found; run the stage that produces it (dvc repro)")
-    with np.load(path) as archive:
-        return Split(images=archive["images"], labels=archive["labels"].astype(np.int32))
-
-
 def write_csv(path: str | Path, rows: list[dict]) -> None:
     import csv
 

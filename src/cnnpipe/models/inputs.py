@@ -20,13 +20,12 @@ import keras
 import numpy as np
 from keras import layers
 
+from cnnpipe.core.pixels import LUMA
 from cnnpipe.models.layers import augmentation_block
 from cnnpipe.models.registry import ModelConfigError
 
 NORMALIZATIONS = ("unit", "symmetric", "standardize")
 
-# ITU-R BT.601 luma, the weights PIL uses for mode "L" (prepare converts with PIL too).
-LUMA = (0.299, 0.587, 0.114)
 
 
 def check_preprocessing(preprocessing: Any, input_shape: tuple[int, int, int]) -> dict:

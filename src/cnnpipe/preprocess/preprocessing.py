@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cnnpipe.core.errors import DataError
+from cnnpipe.core.pixels import LUMA
 from cnnpipe.core.shards import ShardSet
 
-# ITU-R BT.601 luma, the weights Pillow uses for mode "L" (and decode.py for channels=1).
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 PIXEL_SCALE = 255  # mean and std are on the 0-255 scale of the stored pixels
 # Bounds the working memory of one batch (its uint8 pixels, or their float64 copy for luma).
 _BATCH_BYTES = 8 * 2**20
@@ -70,7 +69,7 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     if x.shape[-1] == channels:
         return x
     if x.shape[-1] == 3 and channels == 1:
-        return (x @ LUMA)[..., None]
+        return (x @ np.array(LUMA))[..., None]
     if x.shape[-1] == 1 and channels == 3:
         return np.repeat(x, 3, axis=-1)
     raise DataError(f"cannot convert {x.shape[-1]}-channel images to {channels} channels")
