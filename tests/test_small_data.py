@@ -7,6 +7,7 @@ and `train:` sections as they are.
 """
 
 import json
+import os
 
 import pytest
 import yaml
@@ -18,12 +19,22 @@ pytestmark = pytest.mark.slow
 # The bar for each variant (MobileNetV2 is built for far larger images and data sets).
 MINIMUM_ACCURACY = {"mobilenet_transfer": 0.80, "mobilenet_scratch": 0.80}
 DEFAULT_MINIMUM = 0.90
+# The suite trains the BatchNorm variants that used to collapse; CNNPIPE_DIGITS_VARIANTS=all
+# runs every variant of params.yaml (minutes longer; its figures are in bench/RESULTS.md).
+SUITE_VARIANTS = ("regularized_cnn", "bn_gap_cnn")
+
+
+def chosen_variants(defaults: dict) -> dict:
+    wanted = os.environ.get("CNNPIPE_DIGITS_VARIANTS", ",".join(SUITE_VARIANTS))
+    if wanted == "all":
+        return defaults
+    return {name: defaults[name] for name in wanted.split(",")}
 
 
 @pytest.fixture(scope="module")
 def digits_repo(tmp_path_factory):
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
-    path = make_tiny_repo(tmp_path_factory.mktemp("digits"), defaults["models"])
+    path = make_tiny_repo(tmp_path_factory.mktemp("digits"), chosen_variants(defaults["models"]))
     write_digits_folder(path / "data/images")
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["train"] = defaults["train"]
@@ -36,8 +47,8 @@ def digits_repo(tmp_path_factory):
     return path
 
 
-def test_every_default_variant_learns_digits(digits_repo):
-    names = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]
+def test_default_variants_learn_digits(digits_repo):
+    names = yaml.safe_load((digits_repo / "params.yaml").read_text())["models"]
     card = json.loads((digits_repo / "data/prepared/data_card.json").read_text())
     assert card["image_shape"] == [32, 32, 1]  # gray PNGs stay one channel
     results = {}
