@@ -37,8 +37,7 @@ def main(variant_name: str) -> None:
         count_parameters,
         estimate_flops,
         pretrain_backbone,
-        resolve_batch_size,
-        resolve_epochs,
+        resolve_for_data,
         save_model_files,
         seed_everything,
         train_model,
@@ -51,15 +50,7 @@ def main(variant_name: str) -> None:
     labelled = labelled_subset(train.labels, config.train.train_images, seed)
     # Settings that depend on the data are resolved here, once it is known, and recorded in
     # the model card with the rest.
-    settings = {
-        **config.train.to_dict(),
-        "batch_size": resolve_batch_size(
-            config.train.batch_size, len(labelled), config.train.min_steps_per_epoch
-        ),
-        "epochs": resolve_epochs(
-            config.train.epochs, len(labelled), config.train.min_images_seen
-        ),
-    }
+    settings = resolve_for_data(config.train.to_dict(), len(labelled), len(train))
     class_weight = (
         balanced_class_weight(train.labels[labelled], card["num_classes"])
         if settings["class_weight"] == "balanced" else None
@@ -74,15 +65,9 @@ def main(variant_name: str) -> None:
                 config.architecture, raw_shape, ROTATIONS,
                 preprocessing=preprocessing, **{**hyperparameters, "weights": "none"},
             )
-            pretrain_settings = {
-                **settings,
-                "batch_size": resolve_batch_size(
-                    config.train.batch_size, len(train), config.train.min_steps_per_epoch
-                ),
-            }
             start = time.perf_counter()
             history = pretrain_backbone(
-                source, train, val, pretrain_settings, settings["pretrain_epochs"], seed
+                source, train, val, settings, settings["pretrain_epochs"], seed
             )
             pretraining = {
                 "pretrain_task": "rotation",

@@ -8,6 +8,7 @@ from cnnpipe.train.training import (
     balanced_class_weight,
     resolve_batch_size,
     resolve_epochs,
+    resolve_for_data,
     seed_everything,
     train_model,
 )
@@ -58,16 +59,30 @@ def test_batch_size_scales_down_for_small_data_sets(batch_size, images, min_step
 
 
 @pytest.mark.parametrize(
-    ("epochs", "images", "min_seen", "expected"),
+    ("epochs", "fine_tune", "images", "min_seen", "expected"),
     [
-        (5, 54_000, 30_000, 5),  # Fashion-MNIST: unchanged
-        (5, 10_000, 30_000, 5),  # the MobileNet pair's 10,000 labels: unchanged
-        (5, 1_294, 30_000, 24),  # digits' training split
-        (5, 1_294, 0, 5),  # 0 keeps the configured epochs
+        (5, 0, 54_000, 30_000, (5, 0)),  # Fashion-MNIST: unchanged
+        (1, 4, 10_000, 30_000, (1, 4)),  # the MobileNet pair's 10,000 labels: unchanged
+        (5, 0, 1_294, 30_000, (24, 0)),  # digits' training split
+        (1, 4, 1_294, 30_000, (5, 19)),  # head and fine-tuning share the extra epochs
+        (5, 0, 1_294, 0, (5, 0)),  # 0 keeps the configured epochs
     ],
 )
-def test_small_data_sets_get_more_epochs(epochs, images, min_seen, expected):
-    assert resolve_epochs(epochs, images, min_seen) == expected
+def test_small_data_sets_get_more_epochs(epochs, fine_tune, images, min_seen, expected):
+    assert resolve_epochs(epochs, images, min_seen, fine_tune) == expected
+    head, tuned = expected
+    assert (head + tuned) * images >= min(min_seen, (epochs + fine_tune) * images)
+
+
+def test_a_pretrained_variant_resolves_its_source_task_on_every_image():
+    configured = {"batch_size": 128, "epochs": 1, "fine_tune_epochs": 4, "pretrain_epochs": 1,
+                  "min_steps_per_epoch": 50, "min_images_seen": 30_000}
+    digits = resolve_for_data(configured, labelled=1_294, images=1_294)
+    assert (digits["batch_size"], digits["epochs"], digits["fine_tune_epochs"]) == (25, 5, 19)
+    assert (digits["pretrain_batch_size"], digits["pretrain_epochs"]) == (25, 24)
+    fashion = resolve_for_data(configured, labelled=10_000, images=54_000)
+    assert {k: fashion[k] for k in configured} == configured  # the defaults' own scale
+    assert fashion["pretrain_batch_size"] == 128
 
 
 def test_balanced_class_weight_evens_out_the_classes():

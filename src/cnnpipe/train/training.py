@@ -45,16 +45,41 @@ def resolve_batch_size(batch_size: int, images: int, min_steps_per_epoch: int) -
     return max(min(batch_size, images // min_steps_per_epoch), min(16, batch_size))
 
 
-def resolve_epochs(epochs: int, images: int, min_images_seen: int) -> int:
-    """At least ``epochs``, and enough for ``min_images_seen`` training images in all.
+def resolve_epochs(
+    epochs: int, images: int, min_images_seen: int, fine_tune_epochs: int = 0
+) -> tuple[int, int]:
+    """``(epochs, fine_tune_epochs)`` that show at least ``min_images_seen`` images in all.
 
     A few hundred images pass through a few epochs in a few hundred updates, too few for
     the augmented and inception variants to learn; early stopping still ends a run that has
-    stopped improving. Large sets are unaffected (5 epochs of 54,000 images is 270,000).
+    stopped improving. The extra epochs are shared between the head and the fine-tuning
+    phase in the configured proportion. Large sets are unaffected (5 epochs of 54,000 images
+    is 270,000).
     """
-    if min_images_seen <= 0 or images <= 0:
-        return epochs
-    return max(epochs, math.ceil(min_images_seen / images))
+    total = epochs + fine_tune_epochs
+    if min_images_seen <= 0 or images <= 0 or total * images >= min_images_seen:
+        return epochs, fine_tune_epochs
+    needed = math.ceil(min_images_seen / images)
+    head = max(1, round(epochs * needed / total))
+    return head, needed - head if fine_tune_epochs else 0
+
+
+def resolve_for_data(settings: TrainSettings, labelled: int, images: int) -> dict[str, Any]:
+    """``settings`` with what depends on the data filled in, once it is known: the batch size
+    and epochs for ``labelled`` target-task images and, for a pretrained variant, the epochs
+    and batch size (``pretrain_batch_size``) of its source task on all ``images``."""
+    resolved = dict(settings)
+    min_steps, min_seen = settings["min_steps_per_epoch"], settings["min_images_seen"]
+    resolved["batch_size"] = resolve_batch_size(settings["batch_size"], labelled, min_steps)
+    resolved["epochs"], fine_tune_epochs = resolve_epochs(
+        settings["epochs"], labelled, min_seen, settings.get("fine_tune_epochs", 0)
+    )
+    if "fine_tune_epochs" in settings:
+        resolved["fine_tune_epochs"] = fine_tune_epochs
+    if "pretrain_epochs" in settings:
+        resolved["pretrain_epochs"] = resolve_epochs(settings["pretrain_epochs"], images, min_seen)[0]
+        resolved["pretrain_batch_size"] = resolve_batch_size(settings["batch_size"], images, min_steps)
+    return resolved
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -92,7 +117,7 @@ def pretrain_backbone(
     """Fit ``model`` (built with a 4-way head) on the rotation task; returns its history."""
     from cnnpipe.train.pretraining import ROTATIONS, rotation_dataset
 
-    batch_size = settings["batch_size"]
+    batch_size = settings["pretrain_batch_size"]
     train_ds = rotation_dataset(
         train_shards, batch_size, seed, shuffle=True,
         shuffle_buffer_mb=settings["shuffle_buffer_mb"],
