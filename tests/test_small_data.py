@@ -67,5 +67,5 @@ def test_default_variants_learn_digits(digits_repo):
         if acc < MINIMUM_ACCURACY.get(name, DEFAULT_MINIMUM)
     }
     assert not failing, f"below the bar on digits:\n{report}"
-    for name in ("regularized_cnn", "bn_gap_cnn"):  # the BatchNorm variants that collapsed
+    for name in set(SUITE_VARIANTS) & set(results):  # the BatchNorm variants that collapsed
         assert results[name][3] > 1, f"{name} kept its epoch-1 weights"
