@@ -36,6 +36,7 @@ MAX_LABEL = 2 ** (8 * LABEL_BYTES) - 1
 # folder chunk stays well below any file-size limit.
 TARGET_SHARD_BYTES = 32 * 2**20
 INDEX_FILE = "index.json"
+PREFETCH_BATCHES = 2  # one batch ready while the model works on the other
 LABELS_FILE = "labels.npy"
 
 
@@ -334,6 +335,12 @@ class ShardSet:
         files = tf.constant([str(p) for p in self.shard_paths] or [""], tf.string)
         shard_count = len(self.shard_paths)
 
+        if subset is not None:
+            subset = np.asarray(subset, dtype=np.int64).reshape(-1)
+            if len(subset) and (subset.min() < 0 or subset.max() >= self.count):
+                raise IndexError(f"subset index out of range 0..{self.count - 1}")
+            if len(np.unique(subset)) == self.count:
+                subset = None  # every record: no filter to pay for
         # Record indices cost an extra tensor per record: carried only when asked for.
         indexed = with_index or subset is not None
 
@@ -344,21 +351,18 @@ class ShardSet:
         shards = tf.data.Dataset.range(shard_count)
         if shuffle and shard_count > 1:
             shards = shards.shuffle(shard_count, seed=seed, reshuffle_each_iteration=True)
+        # No parallel reads or maps, and a fixed prefetch: on 2 cores, tf.data's extra threads
+        # preempt the training step's own and cost up to half its speed (bench/RESULTS.md),
+        # while reading from the page cache and decoding whole batches is cheap anyway.
         if shuffle:
             records = shards.interleave(
-                shard_records,
-                cycle_length=min(shard_count, 8) or 1,
-                block_length=1,
-                num_parallel_calls=tf.data.AUTOTUNE,
+                shard_records, cycle_length=min(shard_count, 8) or 1, block_length=1,
                 deterministic=True,
             )
         else:
             records = shards.flat_map(shard_records)  # one shard after the other: record order
         kept = self.count
         if subset is not None:
-            subset = np.asarray(subset, dtype=np.int64).reshape(-1)
-            if len(subset) and (subset.min() < 0 or subset.max() >= self.count):
-                raise IndexError(f"subset index out of range 0..{self.count - 1}")
             mask = np.zeros(self.count, dtype=bool)
             mask[subset] = True
             kept = int(mask.sum())
@@ -381,9 +385,7 @@ class ShardSet:
                 return images, labels, index
             return images, labels
 
-        return records.map(
-            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        ).prefetch(tf.data.AUTOTUNE)
+        return records.map(decode).prefetch(PREFETCH_BATCHES)
 
 
 def write_arrays(
