@@ -2,12 +2,18 @@
 
     python bench/input_path.py --old PATH [--variants simple_cnn,regularized_cnn]
                                [--repeats 3] [--images 20000]
+    python bench/input_path.py --in-process [--repeats 3]
 
 Runs ``bench/variant_cost.py`` (one epoch per variant, the checkout's own data path and
 models) alternately in the old checkout and in this one, ``--repeats`` times, and prints
 each run's images/s, the medians and their ratio (new / old). Interleaving spreads the
 machine's drift (+-40% on shared 2-core machines) over both sides. Each checkout needs its
 own prepared data first (`dvc repro preprocess` in it): the formats differ between commits.
+
+``--in-process`` instead alternates two inputs in one process, on the same simple_cnn and
+the same prepared Fashion-MNIST training split: the shard reader as the train stage uses it,
+and the same uint8 images held in memory (``from_tensor_slices``, a full shuffle), which is
+what the old path fed (as float32).
 """
 
 from __future__ import annotations
@@ -34,13 +40,56 @@ def images_per_second(checkout: Path, variant: str, images: int) -> float:
     return float(rows[-1][2])
 
 
+def in_process(repeats: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(HERE / "src"))
+    import time
+
+    import tensorflow as tf
+
+    from cnnpipe.core import layout
+    from cnnpipe.core.shards import ShardSet
+    from cnnpipe.models import build_model
+    from cnnpipe.train.training import compile_model, seed_everything
+
+    seed_everything(0)
+    train = ShardSet(HERE / layout.split_dir("train"))
+    images, labels = train.read(range(len(train))), train.labels
+    inputs = {
+        "in memory": lambda: tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(labels), seed=0).batch(128).prefetch(tf.data.AUTOTUNE),
+        "shard reader": lambda: train.dataset(128, shuffle=True, seed=0),
+    }
+    rates = {name: [] for name in inputs}
+    for repeat in range(1, repeats + 1):
+        for name, make in inputs.items():
+            model = build_model("simple_cnn", train.image_shape, 10, filters=(32, 64, 64),
+                                dense_units=64)
+            compile_model(model, 10, 1e-3)
+            dataset = make()
+            model.fit(dataset.take(3), epochs=1, verbose=0)  # tracing, not timed
+            start = time.perf_counter()
+            model.fit(dataset, epochs=1, verbose=0)
+            rates[name].append(len(labels) / (time.perf_counter() - start))
+            print(f"{repeat} {name:14s} {rates[name][-1]:8.0f} img/s", flush=True)
+    for name, values in rates.items():
+        print(f"median {name:14s} {statistics.median(values):8.0f} img/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", type=Path, required=True, help="the checkout to compare with")
+    parser.add_argument("--old", type=Path, help="the checkout to compare with")
+    parser.add_argument("--in-process", action="store_true",
+                        help="alternate the two inputs in one process instead")
     parser.add_argument("--variants", default="simple_cnn,regularized_cnn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=20000)
     args = parser.parse_args()
+    if args.in_process:
+        in_process(args.repeats)
+        return
+    if args.old is None:
+        parser.error("--old PATH is required (or --in-process)")
 
     old, new = args.old.resolve(), HERE
     print(f"{'variant':18s} {'run':>3s} {'old img/s':>10s} {'new img/s':>10s}")
