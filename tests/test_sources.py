@@ -22,7 +22,7 @@ from PIL import Image
 from cnnpipe.params.schema import Archive as ArchiveConfig, Data as DataConfig, ImageFolder as ImageFolderConfig, Images as ImagesConfig
 from cnnpipe.data import archive as archive_lib
 from cnnpipe.data import keras_datasets
-from cnnpipe.data.folders import decode_files, fit_to_size, scan_image_folder
+from cnnpipe.data.folders import fit_to_size, iter_decode_files, scan_image_folder
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
 from cnnpipe.data.quality import DataQualityError, Item, find_duplicates, render_markdown
 from cnnpipe.data.sources import build_dataset, load_source, relabel, select_classes
@@ -134,18 +134,19 @@ def test_decoded_pixels_are_resized_and_flattened(tmp_path):
     root = make_messy_folder(tmp_path / "images")
     loaded = load_source(folder_config(root, images=ImagesConfig(image_size=(8, 12), channels=1)))
     assert loaded.train.images.shape == (21, 8, 12, 1)
-    outcomes = decode_files([root / "cat" / "rgba.png", root / "cat" / "g16.png"], (4, 4), 1)
+    outcomes = list(iter_decode_files([root / "cat" / "rgba.png", root / "cat" / "g16.png"],
+                                      (4, 4), 1))
     assert outcomes[0].pixels.reshape(-1).tolist() == [255] * 16  # transparent -> white
     assert outcomes[1].pixels.reshape(-1).tolist() == [round(40000 / 257)] * 16
-    rotated = decode_files([root / "cat" / "rot.jpg"], (4, 2), 3)[0]
+    rotated = next(iter_decode_files([root / "cat" / "rot.jpg"], (4, 2), 3))
     assert (rotated.width, rotated.height) == (4, 2)
 
 
 def test_worker_processes_give_the_same_result_in_the_same_order(tmp_path):
     root = make_messy_folder(tmp_path / "images")
     paths = [f.path for f in scan_image_folder(root, IMAGE_EXTENSIONS).files]
-    serial = decode_files(paths, (8, 8), 3, workers=1)
-    parallel = decode_files(paths, (8, 8), 3, workers=2, min_files_for_workers=0)
+    serial = list(iter_decode_files(paths, (8, 8), 3, workers=1))
+    parallel = list(iter_decode_files(paths, (8, 8), 3, workers=2, min_files_for_workers=0))
     assert [o.reason for o in parallel] == [o.reason for o in serial]
     assert [o.sha256 for o in parallel] == [o.sha256 for o in serial]
     for a, b in zip(serial, parallel, strict=True):

@@ -219,24 +219,6 @@ def decode_file(
     )
 
 
-def decode_files(
-    paths: list[Path],
-    image_size: tuple[int, int],
-    channels: int | None,
-    crop_to_aspect_ratio: bool = False,
-    max_pixels: int = MAX_PIXELS,
-    workers: int = 0,
-    min_files_for_workers: int = MIN_FILES_FOR_WORKERS,
-) -> list[DecodeOutcome]:
-    """All outcomes of :func:`iter_decode_files` as a list (holds every image's pixels)."""
-    return list(
-        iter_decode_files(
-            paths, image_size, channels, crop_to_aspect_ratio, max_pixels, workers,
-            min_files_for_workers,
-        )
-    )
-
-
 def iter_decode_files(
     paths: list[Path],
     image_size: tuple[int, int],
