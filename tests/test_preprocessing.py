@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from cnnpipe.core.errors import DataError
 from cnnpipe.core.shards import write_arrays
 from cnnpipe.preprocess import preprocessing
-from cnnpipe.preprocess.preprocessing import Preprocessing, fit_preprocessing
+from cnnpipe.preprocess.preprocessing import fit_preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,9 +97,17 @@ def test_empty_train_split_is_one_line(tmp_path):
         fit_preprocessing(empty, None, None, "standardize")
 
 
-def test_round_trips_through_a_dict(colour):
+def test_the_model_reads_the_written_settings_as_fitted(colour):
+    """preprocessing.json is the contract with the model's input layers."""
+    from cnnpipe.models.inputs import check_preprocessing
+
     prep = fit_preprocessing(colour[0], 12, 1, "standardize")
-    assert Preprocessing.from_dict(json.loads(json.dumps(prep.to_dict()))) == prep
+    written = json.loads(json.dumps(prep.to_dict()))
+    read = check_preprocessing(written, colour[0].image_shape)
+    assert read["image_size"] == (12, 12) and read["channels"] == 1
+    assert read["normalization"] == "standardize"
+    np.testing.assert_allclose(read["mean"], prep.mean)
+    np.testing.assert_allclose(read["std"], prep.std)
 
 
 def test_stage_writes_only_the_settings_and_runs_without_tensorflow(tmp_path, digit_pixels):

@@ -38,7 +38,8 @@ CARD_NAME = "model_card.json"
 MODEL_NAME = "model.keras"
 GRADCAM_MIN_SIDE = 224  # overlays are enlarged (nearest neighbour) to at least this many pixels
 
-_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape", "preprocessing")
+# What predict reads; resizing and normalization are inside the saved model itself.
+_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape")
 
 
 @dataclass(frozen=True)

@@ -50,18 +50,6 @@ class Preprocessing:
         raw["channel_conversion"] = self.channel_conversion
         return raw
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> "Preprocessing":
-        return cls(
-            image_size=tuple(raw["image_size"]),
-            channels=int(raw["channels"]),
-            normalization=raw["normalization"],
-            mean=tuple(raw["mean"]) if raw.get("mean") is not None else None,
-            std=tuple(raw["std"]) if raw.get("std") is not None else None,
-            scale=int(raw.get("scale", PIXEL_SCALE)),
-            prepared_channels=raw.get("prepared_channels"),
-        )
-
 
 def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     """(B, H, W, C) pixels as float64 with ``channels`` channels (luma or replication)."""
