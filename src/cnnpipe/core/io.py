@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -33,18 +34,34 @@ def atomic_path(path: str | Path, suffix: str = ""):
 
     A stage killed half-way (or failing) must never leave a half-written output that DVC or
     a later stage would take for a real one. ``suffix`` keeps writers that sniff the file
-    extension (Keras, numpy) happy.
+    extension (Keras, numpy) happy. A kill skips the clean-up below, so the temporaries an
+    earlier killed writer of the same path left are swept first (one writer per output:
+    DVC locks the repository while a stage runs).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(glob.escape(prefix) + "*" + glob.escape(suffix)):
+        stale.unlink(missing_ok=True)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:
+        about_temporary = exc.filename is None or str(exc.filename).startswith(
+            str(path.parent / prefix)
+        )
+        if exc.errno is None or not about_temporary:
+            raise
+        # Name the output a person asked for, not its temporary (a write to an open file,
+        # such as on a full disk, names no file at all).
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, obj) -> None:

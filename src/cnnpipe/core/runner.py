@@ -63,8 +63,19 @@ def quiet_native_logs():
                 os.write(fd, kept)
 
 
+def os_error_line(exc: OSError) -> str:
+    """``cannot use PATH: CAUSE`` for an operating-system failure (a read-only folder, a full
+    disk, a missing file): what a person needs, without the frames that led there."""
+    cause = exc.strerror or str(exc)
+    if exc.filename is None:
+        return cause
+    target = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+    return f"cannot use {target}: {cause}"
+
+
 def run(main, *args, tensorflow: bool = True) -> None:
-    """Call ``main``; a :class:`CnnpipeError` becomes ``error: ...`` on stderr and exit 2.
+    """Call ``main``; a :class:`CnnpipeError` becomes ``error: ...`` on stderr and exit 2,
+    an ``OSError`` (read-only folder, full disk) ``error: cannot use PATH: CAUSE`` and exit 2.
 
     ``tensorflow=False`` is for stages that never touch it: they start in a fraction of a
     second instead of paying TensorFlow's import.
@@ -79,4 +90,7 @@ def run(main, *args, tensorflow: bool = True) -> None:
         main(*args)
     except CnnpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)

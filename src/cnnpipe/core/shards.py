@@ -355,9 +355,10 @@ class ShardSet:
         # preempt the training step's own and cost up to half its speed (bench/RESULTS.md),
         # while reading from the page cache and decoding whole batches is cheap anyway.
         if shuffle:
+            # Sequential interleave is deterministic already (``deterministic`` only matters
+            # with num_parallel_calls, and TensorFlow warns when it is passed without).
             records = shards.interleave(
                 shard_records, cycle_length=min(shard_count, 8) or 1, block_length=1,
-                deterministic=True,
             )
         else:
             records = shards.flat_map(shard_records)  # one shard after the other: record order
