@@ -210,3 +210,72 @@ def test_balanced_class_weight_raises_balanced_accuracy_on_imbalanced_digits(tmp
     weighted, weighted_recall = balanced_accuracy(balanced_class_weight(y[train], 10))
     assert weighted_recall > plain_recall + 0.3, (plain_recall, weighted_recall)
     assert weighted > plain + 0.01, (plain, weighted)
+
+
+def _rates(model, steps: int) -> list[float]:
+    rate = model.optimizer.learning_rate if not hasattr(model.optimizer, "_learning_rate") \
+        else model.optimizer._learning_rate
+    return [float(rate(step)) if callable(rate) else float(rate) for step in range(steps)]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "check"),
+    [
+        ({"lr_schedule": "constant"}, lambda r: r == pytest.approx([0.01] * len(r))),
+        # Warm-up from 0 over a quarter of the steps, then down to about 0 by the last one.
+        ({"lr_schedule": "cosine", "warmup_epochs": 1.0},
+         lambda r: r[0] == 0 and max(r) == pytest.approx(0.01) and r.index(max(r)) == 5
+         and r[-1] < 0.0002),
+        # One-cycle: from peak/25 up over 30% of the steps, then down.
+        ({"lr_schedule": "one_cycle"},
+         lambda r: r[0] == pytest.approx(0.0004) and r.index(max(r)) == 6 and r[-1] < 0.0002),
+    ],
+)
+def test_schedules_span_the_whole_phase(recipe, check):
+    from cnnpipe.models import build_model
+    from cnnpipe.train.training import compile_model
+
+    model = build_model("simple_cnn", (8, 8, 1), 3, filters=(4,), dense_units=4)
+    compile_model(model, 3, 0.01, recipe, epochs=4, steps_per_epoch=5)
+    rates = _rates(model, 20)
+    assert check(rates), rates
+
+
+@pytest.mark.parametrize(
+    ("recipe", "optimizer", "loss"),
+    [
+        ({"optimizer": "adamw", "weight_decay": 1e-4}, "AdamW", "sparse_categorical_crossentropy"),
+        ({"optimizer": "sgd", "label_smoothing": 0.1}, "SGD", "'label_smoothing': 0.1"),
+    ],
+)
+def test_recipes_train_on_real_digits_and_save_without_custom_objects(
+    tmp_path, recipe, optimizer, loss
+):
+    """Every optimizer and label smoothing train (loss falls) on digits with class weights,
+    and the saved model loads in plain Keras."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    from cnnpipe.models import build_model
+    from cnnpipe.train.training import save_model_files
+
+    digits = load_digits()
+    x = np.round(digits.images[:400] * 255 / 16).astype(np.uint8)[..., None]
+    y = digits.target[:400]
+    split = shards(tmp_path, x, y)
+    seed_everything(0)
+    model = build_model("simple_cnn", (8, 8, 1), 10, filters=(16,), dense_units=32)
+    result = train_model(
+        model, split.dataset(32, shuffle=True, seed=0), split.dataset(100), 10,
+        settings(epochs=3, batch_size=32, learning_rate=0.02, early_stopping_patience=0,
+                 lr_schedule="cosine", **recipe),
+        images_per_epoch=len(y), class_weight=balanced_class_weight(y, 10),
+    )
+    assert type(model.optimizer).__name__ == optimizer
+    assert loss in str(model.loss)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.history["val_accuracy"][-1] > 0.4
+    save_model_files(model, tmp_path / "m.keras", tmp_path / "m.weights.h5")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0),
+                               atol=1e-6)

@@ -38,8 +38,44 @@ class Augmentation(Section):
     brightness: Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
 
 
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+LabelSmoothing = Annotated[float, Strict(), Field(ge=0, le=0.5, allow_inf_nan=False)]
+Optimizer = Literal["adam", "adamw", "sgd"]
+LrSchedule = Literal["constant", "cosine", "one_cycle"]
+
+
+class Recipe(Section):
+    """How a network is optimized: shared under ``train:``, overridable per variant."""
+
+    optimizer: Optimizer = "adam"
+    weight_decay: NonNegativeFloat = 0.0
+    lr_schedule: LrSchedule = "constant"
+    warmup_epochs: NonNegativeFloat = 0.0
+    label_smoothing: LabelSmoothing = 0.0
+
+    @model_validator(mode="after")
+    def _coherent_recipe(self):
+        check_recipe(self)
+        return self
+
+
+def check_recipe(recipe) -> None:
+    """Combinations that would silently do something else than they say."""
+    optimizer, decay = getattr(recipe, "optimizer", None), getattr(recipe, "weight_decay", None)
+    if optimizer == "adamw" and decay == 0:
+        raise ValueError("optimizer adamw needs weight_decay > 0 (without it, it is adam)")
+    warmup, schedule = getattr(recipe, "warmup_epochs", None), getattr(recipe, "lr_schedule", None)
+    if warmup and schedule not in (None, "cosine"):
+        raise ValueError("warmup_epochs applies to lr_schedule cosine only")
+
+
+# The recipe keys a variant may set for itself (None = the shared value under ``train:``).
+RECIPE_KEYS = tuple(Recipe.model_fields)
+
+
 class Variant(Section):
-    """Settings every variant takes: how long and on how many labels it trains.
+    """Settings every variant takes: how long, on how many labels and with which recipe it
+    trains.
 
     ``None`` means the shared value under ``train:``.
     """
@@ -48,12 +84,21 @@ class Variant(Section):
     epochs: PositiveInt | None = None
     batch_size: PositiveInt | None = None
     learning_rate: PositiveFloat | None = None
+    optimizer: Optimizer | None = None
+    weight_decay: NonNegativeFloat | None = None
+    lr_schedule: LrSchedule | None = None
+    warmup_epochs: NonNegativeFloat | None = None
+    label_smoothing: LabelSmoothing | None = None
     train_images: NonNegativeInt = 0  # labelled training images; 0 = the whole split
     augmentation: Augmentation | None = None
 
+    # Settings that override the shared ``train:`` ones when set.
+    SHARED_OVERRIDES: ClassVar[tuple[str, ...]] = (
+        "epochs", "batch_size", "learning_rate", *RECIPE_KEYS,
+    )
     # Fields that steer training; every other field is passed to the architecture's builder.
     TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"architecture", "epochs", "batch_size", "learning_rate", "train_images"}
+        {"architecture", "train_images", *SHARED_OVERRIDES}
     )
 
     def hyperparameters(self) -> dict:

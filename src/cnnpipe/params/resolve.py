@@ -18,13 +18,13 @@ def train_config(params: Params, name: str) -> dict[str, Any]:
     """What train@<name> trains: the shared settings with the variant's overrides applied."""
     variant = params.variant(name)
     shared = params.train.model_dump(mode="json")
-    for key in ("epochs", "batch_size", "learning_rate"):
+    for key in variant.SHARED_OVERRIDES:
         if getattr(variant, key) is not None:
             shared[key] = getattr(variant, key)
     training = {
         key: getattr(variant, key)
         for key in sorted(variant.training_keys())
-        if key not in ("architecture", "epochs", "batch_size", "learning_rate")
+        if key != "architecture" and key not in variant.SHARED_OVERRIDES
     }
     return {
         "seed": params.seed,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
@@ -18,10 +19,13 @@ from cnnpipe.core.errors import ConfigError
 from cnnpipe.params.architectures import (
     NonNegativeInt,
     PositiveFloat,
+    RECIPE_KEYS,
     PositiveInt,
+    Recipe,
     Section,
     Variant,
     architecture_names,
+    check_recipe,
     schema_for,
 )
 
@@ -118,8 +122,9 @@ class Preprocess(Section):
     normalization: Literal["unit", "symmetric", "standardize"] = "unit"
 
 
-class Train(Section):
-    """Shared training settings; a variant's own epochs, batch_size, learning_rate win."""
+class Train(Recipe):
+    """Shared training settings; a variant's own epochs, batch_size, learning_rate and
+    recipe keys (optimizer, weight_decay, lr_schedule, warmup_epochs, label_smoothing) win."""
 
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
@@ -203,9 +208,25 @@ def parse_params(raw: Any) -> Params:
     # None for a section (a YAML key with nothing below it) means "all defaults".
     sections = {key: value for key, value in sections.items() if value is not None or key == "seed"}
     try:
-        return Params(models=variants, **sections)
+        params = Params(models=variants, **sections)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, "")) from None
+    for name, variant in params.models.items():
+        _check_variant_recipe(name, variant, params.train)
+    return params
+
+
+def _check_variant_recipe(name: str, variant: Variant, shared: Train) -> None:
+    """A variant's own recipe keys can clash with the shared ones (adamw set here, its
+    weight decay left at the shared 0): checked on the merged recipe it will train with."""
+    merged = {
+        key: getattr(shared, key) if getattr(variant, key) is None else getattr(variant, key)
+        for key in RECIPE_KEYS
+    }
+    try:
+        check_recipe(SimpleNamespace(**merged))
+    except ValueError as exc:
+        raise ConfigError(f"models.{name}: {exc}") from None
 
 
 def _parse_variant(name: Any, spec: Any) -> Variant:

@@ -92,16 +92,118 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {cls: found.get(cls, 1.0) for cls in range(num_classes)}
 
 
-def compile_model(model, num_classes: int, learning_rate: float) -> None:
+# The optimizer, schedule and loss settings of a recipe, and what each means when absent:
+# constant-rate Adam on the plain cross-entropy, the tutorial's recipe.
+PLAIN_RECIPE: dict[str, Any] = {
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0.0,
+    "label_smoothing": 0.0,
+}
+ONE_CYCLE_START_FRACTION = 0.3  # share of the steps spent climbing to the peak rate
+ONE_CYCLE_DIV = 25.0  # the climb starts at peak / 25 (fastai's default)
+SGD_MOMENTUM = 0.9
+
+
+def learning_rate_schedule(learning_rate: float, recipe: Mapping[str, Any], total_steps: int):
+    """The rate (a float, or a built-in Keras schedule so the saved model needs no custom
+    objects) for ``total_steps`` optimizer steps.
+
+    cosine: a linear warm-up from 0 over ``warmup_epochs`` (as a share of the steps), then a
+    cosine decay to 0 by the last step. one_cycle: up from peak/25 over the first 30% of the
+    steps, then a cosine decay to about 0, as fastai's fit_one_cycle does.
+    """
+    import keras
+
+    schedule = recipe.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return learning_rate
+    total_steps = max(1, int(total_steps))
+    if schedule == "cosine":
+        epochs = max(float(recipe.get("epochs_in_phase", 1)), 1e-9)
+        share = min(float(recipe.get("warmup_epochs", 0.0)) / epochs, 1.0)
+        warmup = min(int(round(share * total_steps)), total_steps - 1)
+        start = 0.0 if warmup else learning_rate
+    elif schedule == "one_cycle":
+        warmup = min(int(round(ONE_CYCLE_START_FRACTION * total_steps)), total_steps - 1)
+        start = learning_rate / ONE_CYCLE_DIV
+    else:
+        raise TrainingError(f"unknown lr_schedule {schedule!r}")
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=start,
+        decay_steps=total_steps - warmup,
+        alpha=0.0,
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(learning_rate, recipe: Mapping[str, Any]):
+    import keras
+
+    name = recipe.get("optimizer", "adam")
+    decay = float(recipe.get("weight_decay", 0.0)) or None
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=decay or 0.0)
+    if name == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=learning_rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=decay
+        )
+    raise TrainingError(f"unknown optimizer {name!r}")
+
+
+def one_hot_labels(num_classes: int, label_smoothing: float) -> bool:
+    """Whether the labels must be one-hot: Keras' sparse cross-entropy cannot smooth them.
+    Two classes train with a sigmoid and binary cross-entropy, which smooths 0/1 labels."""
+    return label_smoothing > 0 and num_classes > 2
+
+
+def make_loss(num_classes: int, label_smoothing: float = 0.0):
     import keras
 
     from cnnpipe.models import classification_head_loss
 
+    if label_smoothing <= 0:
+        return classification_head_loss(num_classes)
+    if num_classes == 2:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
+def compile_model(
+    model,
+    num_classes: int,
+    learning_rate: float,
+    recipe: Mapping[str, Any] | None = None,
+    *,
+    epochs: int = 1,
+    steps_per_epoch: int = 1,
+) -> None:
+    """Compile with the recipe's optimizer, schedule (over ``epochs`` x ``steps_per_epoch``
+    steps) and loss; no recipe is :data:`PLAIN_RECIPE`."""
+    recipe = {**PLAIN_RECIPE, **(recipe or {}), "epochs_in_phase": epochs}
+    rate = learning_rate_schedule(learning_rate, recipe, epochs * steps_per_epoch)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=classification_head_loss(num_classes),
+        optimizer=make_optimizer(rate, recipe),
+        loss=make_loss(num_classes, float(recipe["label_smoothing"])),
         metrics=["accuracy"],
     )
+
+
+def _steps(dataset) -> int:
+    """Batches per epoch, for sizing a schedule; 1 when the dataset cannot tell."""
+    count = int(dataset.cardinality())
+    return count if count > 0 else 1
+
+
+def with_one_hot_labels(dataset, num_classes: int):
+    """(images, int labels) batches as (images, one-hot float labels)."""
+    import tensorflow as tf
+
+    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
 
 
 # The resolved train settings of one variant (resolved/train/<variant>.json, "train"):
@@ -126,7 +228,13 @@ def pretrain_backbone(
         val_shards, batch_size, seed + 1, shuffle=False,
         shuffle_buffer_mb=settings["shuffle_buffer_mb"],
     )
-    compile_model(model, ROTATIONS, settings["learning_rate"])
+    compile_model(
+        model, ROTATIONS, settings["learning_rate"], settings,
+        epochs=epochs, steps_per_epoch=_steps(train_ds),
+    )
+    if one_hot_labels(ROTATIONS, settings.get("label_smoothing", 0.0)):
+        train_ds = with_one_hot_labels(train_ds, ROTATIONS)
+        val_ds = with_one_hot_labels(val_ds, ROTATIONS)
     history = _fit_phase(
         model, train_ds, val_ds, epochs, 0, settings["early_stopping_patience"], (),
     )
@@ -199,7 +307,14 @@ def train_model(
 
     ``train_ds``/``val_ds`` yield batches of (uint8 images, labels): the model normalizes.
     """
-    compile_model(model, num_classes, settings["learning_rate"])
+    steps_per_epoch = _steps(train_ds)
+    if one_hot_labels(num_classes, settings.get("label_smoothing", 0.0)):
+        train_ds = with_one_hot_labels(train_ds, num_classes)
+        val_ds = with_one_hot_labels(val_ds, num_classes)
+    compile_model(
+        model, num_classes, settings["learning_rate"], settings,
+        epochs=settings["epochs"], steps_per_epoch=steps_per_epoch,
+    )
     start = time.perf_counter()
     history = _fit_phase(
         model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"],
@@ -215,7 +330,11 @@ def train_model(
 
         set_base_trainable(model, settings["fine_tune_layers"])
         fine_lr = settings["learning_rate"] * settings["fine_tune_lr_factor"]
-        compile_model(model, num_classes, fine_lr)  # recompiling makes the unfreeze take effect
+        # Recompiling makes the unfreeze take effect; the schedule restarts for this phase.
+        compile_model(
+            model, num_classes, fine_lr, settings,
+            epochs=fine_tune_epochs, steps_per_epoch=steps_per_epoch,
+        )
         fine = _fit_phase(
             model, train_ds, val_ds, fine_tune_epochs, len(phases),
             settings["early_stopping_patience"], callbacks, class_weight,
