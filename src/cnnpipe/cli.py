@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cnnpipe.lr_find import add_lr_find_parser
 from cnnpipe.report import add_report_parser
 from cnnpipe.core.runner import quiet_native_logs
 
@@ -159,7 +160,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # --- the command --------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_predict_parser, add_report_parser]
+SUBCOMMANDS = [add_predict_parser, add_report_parser, add_lr_find_parser]
 
 
 def _version() -> str:
