@@ -66,7 +66,8 @@ def pixels_by_class(built) -> dict[str, set[bytes]]:
     seen: dict[str, set[bytes]] = {}
     for split in built.prepared.splits().values():
         for image, label in zip(split.images, split.labels, strict=True):
-            seen.setdefault(built.prepared.class_names[label], set()).add(np.asarray(image).tobytes())
+            name = built.prepared.class_names[label]
+            seen.setdefault(name, set()).add(np.asarray(image).tobytes())
     return seen
 
 
@@ -203,7 +204,8 @@ def test_a_file_over_the_size_cap_is_skipped_without_being_read(tmp_path):
     limit = max_file_bytes(1000)
     with open(root / "red" / "huge.png", "wb") as handle:
         handle.truncate(limit + 1)  # sparse: costs no disk
-    loaded = load_source(config(root, images=Images(image_size=(8, 8), channels=3, max_pixels=1000)))
+    tight = Images(image_size=(8, 8), channels=3, max_pixels=1000)
+    loaded = load_source(config(root, images=tight))
     assert loaded.report["skipped"] == [{
         "path": "red/huge.png",
         "reason": f"larger than {limit / 2**20:.0f} MiB (the cap follows data.images.max_pixels)",

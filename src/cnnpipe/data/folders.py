@@ -115,9 +115,8 @@ class _ScanLog:
 
     def exclude(self, path: Path, key: str, detail: str) -> None:
         self.ignore(key)
-        self.excluded.append(
-            {"path": path.relative_to(self.root).as_posix(), "reason": NOT_READ[key].format(detail=detail)}
-        )
+        reason = NOT_READ[key].format(detail=detail)
+        self.excluded.append({"path": path.relative_to(self.root).as_posix(), "reason": reason})
 
 
 def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
@@ -234,7 +233,8 @@ def _list_folder(
     for name in sorted(os.listdir(folder)):
         path = folder / name
         if _is_hidden(name):
-            log.ignore("hidden", _count_all_files(path) if path.is_dir() and not path.is_symlink() else 1)
+            real_folder = path.is_dir() and not path.is_symlink()
+            log.ignore("hidden", _count_all_files(path) if real_folder else 1)
             continue
         kind, detail = _classify(path, root_real)
         if kind == "dir":
