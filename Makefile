@@ -33,7 +33,10 @@ dataset:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# DVC hashes the image folder before any stage runs, and reading a FIFO or a link to
+# /dev/zero there never ends: the check names such entries instead of a silent hang.
 repro: setup
+	$(BIN)/cnnpipe check-images
 	$(RUN) $(BIN)/dvc repro
 	$(BIN)/python scripts/sync_readme.py
 

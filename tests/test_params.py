@@ -196,6 +196,8 @@ def with_changes(changes: dict):
          "data: val_fraction + test_fraction must be < 1"),
         ({"data.max_unreadable_fraction": 1.5},
          "data.max_unreadable_fraction: input should be less than or equal to 1; got 1.5"),
+        ({"data.max_label_conflict_fraction": -0.1},
+         "data.max_label_conflict_fraction: input should be greater than or equal to 0; got -0.1"),
         ({"data.min_images_per_class": 0}, "data.min_images_per_class: input should be greater than 0; got 0"),
         ({"data.source": "archive"},
          "data: archive.path_or_url is required when source is archive"),

@@ -78,7 +78,7 @@ def make_messy_folder(root: Path) -> Path:
     for i in range(6):
         write(root / "dog" / f"{i}.png", png(100 + i))
         write(root / "bird" / "nested" / f"{i}.png", png(200 + i))
-    write(root / "dog" / "b_copy.jpg", (cat / "b.jpg").read_bytes())  # same file, other class
+    write(root / "dog" / "b_copy.jpg", (cat / "b.jpg").read_bytes())  # a label conflict
     write(root / "stray.jpg", encode(colour(11), "JPEG"))
     return root
 
@@ -89,6 +89,7 @@ def folder_config(root: Path, **changes) -> DataConfig:
         "image_folder": ImageFolderConfig(path=str(root)),
         "images": SMALL,
         "max_unreadable_fraction": 0.2,
+        "max_label_conflict_fraction": 0.2,  # the messy folder has one conflicting pair
         **changes,
     }
     return DataConfig(**settings)
@@ -117,23 +118,30 @@ def test_messy_folder_report_counts_exactly(tmp_path):
     assert {k: dup[k] for k in ("groups", "copies", "within_split", "across_splits")} == {
         "groups": 2, "copies": 2, "within_split": 2, "across_splits": 0,
     }  # fmt: skip
-    assert dup["label_conflicts"] == 1 and dup["removed"] == 2
+    # The copy under cat/ and the one under dog/ both go: neither label can be trusted.
+    assert dup["label_conflicts"] == 1 and dup["removed"] == 3
     kept = {g["kept"]["path"]: [c["path"] for c in g["copies"]] for g in dup["details"]}
-    assert kept == {"cat/a.png": ["cat/dup_a.png"], "cat/b.jpg": ["dog/b_copy.jpg"]}
+    assert kept == {"cat/a.png": ["cat/dup_a.png"]}
+    conflicts = report["label_conflicts"]
+    assert {k: conflicts[k] for k in ("groups", "images", "removed", "fraction")} == {
+        "groups": 1, "images": 2, "removed": 2, "fraction": round(2 / 23, 6),
+    }  # fmt: skip
+    assert conflicts["details"][0]["classes"] == ["cat", "dog"]
+    assert [f["path"] for f in conflicts["details"][0]["files"]] == ["cat/b.jpg", "dog/b_copy.jpg"]
     originals = report["original_images"]
     assert originals["count"] == 23
     assert originals["sizes"] == {"30x20": 20, "10x10": 1, "16x8": 1, "4x2": 1}
     assert originals["modes"] == {"RGB": 20, "P": 1, "RGBA": 1, "I;16": 1}
     assert originals["formats"] == {"PNG": 16, "JPEG": 3, "BMP": 1, "WEBP": 1, "GIF": 1, "TIFF": 1}
-    assert np.bincount(loaded.train.labels).tolist() == [6, 9, 6]
-    assert loaded.train.images.shape == (21, 16, 16, 3)
+    assert np.bincount(loaded.train.labels).tolist() == [6, 8, 6]
+    assert loaded.train.images.shape == (20, 16, 16, 3)
     assert loaded.train.images.dtype == np.uint8
 
 
 def test_decoded_pixels_are_resized_and_flattened(tmp_path):
     root = make_messy_folder(tmp_path / "images")
     loaded = load_source(folder_config(root, images=ImagesConfig(image_size=(8, 12), channels=1)))
-    assert loaded.train.images.shape == (21, 8, 12, 1)
+    assert loaded.train.images.shape == (20, 8, 12, 1)
     outcomes = list(iter_decode_files([root / "cat" / "rgba.png", root / "cat" / "g16.png"],
                                       (4, 4), 1))
     assert outcomes[0].pixels.reshape(-1).tolist() == [255] * 16  # transparent -> white
@@ -166,16 +174,16 @@ def test_build_draws_a_stratified_test_split_and_completes_the_report(tmp_path):
     built = build_dataset(folder_config(root, test_fraction=0.2, val_fraction=0.1), seed=3)
     report = built.report
     assert report["counts"] == {
-        "train": {"bird": 4, "cat": 6, "dog": 4},
+        "train": {"bird": 4, "cat": 5, "dog": 4},
         "val": {"bird": 1, "cat": 1, "dog": 1},
         "test": {"bird": 1, "cat": 2, "dog": 1},
     }
-    assert report["totals_per_class"] == {"bird": 6, "cat": 9, "dog": 6}
+    assert report["totals_per_class"] == {"bird": 6, "cat": 8, "dog": 6}
     assert report["problems"] == []
     assert {"class": "cat", "split": "test", "count": 2} in report["class_balance"]
     assert len(report["class_balance"]) == 9
     card = built.card
-    assert card["sizes"] == {"train": 14, "val": 3, "test": 4}
+    assert card["sizes"] == {"train": 13, "val": 3, "test": 4}
     assert card["task"] == "multiclass"
     assert card["image_loading"]["image_size"] == [16, 16]
     assert set(card["checksums_sha256"]) == {"images"}
@@ -196,7 +204,7 @@ def make_presplit_folder(root: Path) -> Path:
         write(root / "test" / "b" / f"t{i}.png", png(600 + i))
     write(root / "val" / "a" / "v.png", png(700))
     write(root / "test" / "a" / "leak.png", png(300))  # = train/a/0.png
-    write(root / "test" / "b" / "leak.png", png(301))  # = train/a/1.png, other label
+    write(root / "test" / "b" / "leak.png", png(301))  # = train/a/1.png, other label: both go
     write(root / "test" / "b" / "twin.png", png(600))  # = test/b/t0.png, same split
     return root
 
@@ -205,10 +213,11 @@ def test_presplit_folder_keeps_its_test_split_and_drops_leaks(tmp_path):
     root = make_presplit_folder(tmp_path / "images")
     loaded = load_source(folder_config(root))
     assert loaded.class_names == ("a", "b")
-    assert np.bincount(loaded.train.labels).tolist() == [6, 5]  # val/ merged into train
+    # val/ merged into train; train/a/1.png removed with its conflicting copy in test/b/
+    assert np.bincount(loaded.train.labels).tolist() == [5, 5]
     assert np.bincount(loaded.test.labels).tolist() == [5, 5]  # leaks and the twin removed
     dup = loaded.report["duplicates"]
-    assert (dup["across_splits"], dup["within_split"], dup["removed"]) == (2, 1, 3)
+    assert (dup["across_splits"], dup["within_split"], dup["removed"]) == (2, 1, 4)
     assert dup["label_conflicts"] == 1
     assert any("merged into the training pool" in note for note in loaded.report["notes"])
     built = build_dataset(folder_config(root), seed=0)
@@ -285,14 +294,33 @@ def test_duplicate_search_keeps_the_earliest_split():
     items = [
         Item("x", "a", "test", "h1"),
         Item("y", "a", "val", "h1"),
-        Item("z", "b", "train", "h1"),
+        Item("z", "a", "train", "h1"),
         Item("w", "a", "train", "h2"),
     ]
     result = find_duplicates(items, remove=True)
     assert result.keep.tolist() == [False, False, True, True]
-    assert result.groups[0]["kept"] == {"path": "z", "class": "b", "split": "train"}
-    assert result.summary["across_splits"] == 2 and result.summary["label_conflicts"] == 1
+    assert result.groups[0]["kept"] == {"path": "z", "class": "a", "split": "train"}
+    assert result.summary["across_splits"] == 2 and result.summary["label_conflicts"] == 0
     assert find_duplicates(items, remove=False).keep.all()
+
+
+def test_copies_under_different_classes_are_all_removed_whatever_sorts_first():
+    items = [
+        Item("x", "a", "test", "h1"),
+        Item("y", "a", "val", "h1"),
+        Item("z", "b", "train", "h1"),
+        Item("w", "a", "train", "h2"),
+    ]
+    result = find_duplicates(items, remove=True)
+    assert result.keep.tolist() == [False, False, False, True]
+    assert result.groups == []
+    assert result.conflicts == [{"sha256": "h1", "classes": ["a", "b"], "files": [
+        {"path": "z", "class": "b", "split": "train"},
+        {"path": "y", "class": "a", "split": "val"},
+        {"path": "x", "class": "a", "split": "test"},
+    ]}]  # fmt: skip
+    assert result.summary["label_conflicts"] == 1 and result.summary["removed"] == 3
+    assert find_duplicates(items, remove=False).keep.all()  # array sources: labels as published
 
 
 # --- archives -------------------------------------------------------------------------
@@ -578,6 +606,7 @@ def test_prepare_stage_writes_reports_and_fails_with_one_line(tmp_path):
         "image_folder": {"path": "images"},
         "images": {"image_size": [16, 16]},
         "max_unreadable_fraction": 0.01,
+        "max_label_conflict_fraction": 0.2,
     }
     failed = run_prepare(tmp_path, data)
     assert failed.returncode == 2, failed.stderr

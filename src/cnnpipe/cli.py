@@ -160,7 +160,72 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # --- the command --------------------------------------------------------------------------
 
-SUBCOMMANDS = [add_predict_parser, add_report_parser, add_lr_find_parser]
+# --- check-images ---------------------------------------------------------------------
+
+CHECK_IMAGES_DESCRIPTION = """\
+List the FIFOs, devices and sockets in an image folder, directly or through a file link.
+
+DVC hashes the image folder as the prepare stage's dependency before any stage runs, and
+reads every file and file link in it: a link to /dev/zero or a FIFO makes `dvc status` and
+`dvc repro` hang without a word, before the prepare stage could refuse it. `make repro` runs
+this check first. (The prepare stage itself never reads such entries: it lists them in
+reports/data_quality.md.)
+
+Exit status: 0 none found; 1 some found (each printed on its own line); 2 the folder is
+missing."""
+
+
+def add_check_images_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check-images",
+        help="find special files in the image folder that would hang DVC's hashing",
+        description=CHECK_IMAGES_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "folder", nargs="?", metavar="FOLDER",
+        help="the folder to check (default: data.image_folder.path in --params)",
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", metavar="FILE",
+        help="where to read the default folder from (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_check_images)
+
+
+def _image_folder_setting(params_file: str) -> str:
+    from pathlib import Path
+
+    from cnnpipe.params.schema import ImageFolder, read_yaml
+
+    default = ImageFolder().path
+    if not Path(params_file).is_file():
+        return default
+    # Read as DVC does, without validating the rest: a typo elsewhere is the params stage's
+    # to report, and this check must still run.
+    raw = read_yaml(params_file)
+    section = raw.get("data") if isinstance(raw, dict) else None
+    folder = section.get("image_folder") if isinstance(section, dict) else None
+    path = folder.get("path") if isinstance(folder, dict) else None
+    return path if isinstance(path, str) and path else default
+
+
+def run_check_images(args: argparse.Namespace) -> int:
+    from cnnpipe.data.folders import find_special_files
+
+    folder = args.folder or _image_folder_setting(args.params)
+    found = find_special_files(folder)
+    for path, kind in found:
+        print(f"{path}: {kind}; DVC would read it forever when hashing {folder}", file=sys.stderr)
+    if found:
+        print(f"remove the {len(found)} entr{'y' if len(found) == 1 else 'ies'} above from "
+              f"{folder} (or move them out of it) before running dvc", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{folder}: no FIFOs, devices or sockets; DVC can hash it")
+    return EXIT_OK
+
+
+SUBCOMMANDS = [add_predict_parser, add_report_parser, add_check_images_parser, add_lr_find_parser]
 
 
 def _version() -> str:

@@ -7,6 +7,8 @@ so that training and prediction see identical pixels for the same file.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,12 @@ from cnnpipe.core.errors import DataError
 # Default cap against decompression bombs: a 50-megapixel photo still passes, a crafted
 # 100000 x 100000 PNG of a few kilobytes does not get to allocate 30 GB.
 MAX_PIXELS = 50_000_000
+
+# No supported file within the pixel cap needs more bytes than this: uncompressed 16-bit RGBA
+# (TIFF) is 8 bytes a pixel, and the margin covers metadata (EXIF, ICC, XMP, thumbnails).
+# Reading stops there, so a huge or endless file cannot fill the memory.
+BYTES_PER_PIXEL_CAP = 8
+METADATA_MARGIN_BYTES = 64 * 2**20
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -47,6 +55,49 @@ class DecodedImage:
     format: str  # Pillow format name, e.g. "JPEG"
 
 
+def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    return BYTES_PER_PIXEL_CAP * max_pixels + METADATA_MARGIN_BYTES
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a character device', ... for an ``st_mode`` that is not a regular file."""
+    return _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def read_image_bytes(path: str | Path, max_pixels: int = MAX_PIXELS) -> bytes:
+    """The file's bytes, refusing (ImageDecodeError) anything that is not a regular file of
+    at most :func:`max_file_bytes`: a FIFO would block the read, /dev/zero never end it."""
+    limit = max_file_bytes(max_pixels)
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read ({exc.strerror or exc})", path) from None
+    with open(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"not read: {file_kind(info.st_mode)}", path)
+        too_big = f"larger than {limit / 2**20:.0f} MiB (the cap follows data.images.max_pixels)"
+        if info.st_size > limit:
+            raise ImageDecodeError(too_big, path)
+        try:
+            content = handle.read(limit + 1)
+        except OSError as exc:
+            raise ImageDecodeError(f"cannot read ({exc.strerror or exc})", path) from None
+    if len(content) > limit:  # it grew while being read
+        raise ImageDecodeError(too_big, path)
+    return content
+
+
 def decode_image(
     source: str | Path | bytes, channels: int | None = None, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
@@ -68,10 +119,7 @@ def decode_image_with_info(
     if name is None:
         content = bytes(source)
     else:
-        try:
-            content = Path(source).read_bytes()
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read ({exc.strerror or exc})", name) from None
+        content = read_image_bytes(source, max_pixels)
     if not content:
         raise ImageDecodeError("empty file", name)
     try:

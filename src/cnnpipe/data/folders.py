@@ -8,6 +8,13 @@ Layout, as keras.utils.image_dataset_from_directory expects it::
 Class folders are searched recursively. Hidden files and folders, files with other
 extensions and files lying outside a class folder are left out silently but counted, so
 the quality report can say what was not used.
+
+Links and special files are never followed blindly: a file link is read only when its target
+lies inside the scanned root and is a regular file; links to folders are not followed (DVC,
+which hashes the folder as the prepare stage's dependency, does not follow them either, so
+`dvc status` could not see what they add), nor are FIFOs, devices and sockets read. Each is
+listed in the report with the reason. A file reachable under two classes through a link is
+caught later as a label conflict (its bytes are equal).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import stat
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +32,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnpipe.data.decode import MAX_PIXELS, ImageDecodeError, decode_image_with_info
+from cnnpipe.data.decode import (
+    MAX_PIXELS,
+    ImageDecodeError,
+    decode_image_with_info,
+    file_kind,
+    read_image_bytes,
+)
 from cnnpipe.core.errors import DataError
 
 # Starting worker processes costs about half a second of CPU each; below this many files
@@ -40,6 +54,7 @@ class ImageFile:
     relative: str  # POSIX path relative to the scanned root, for reports
     class_name: str
     pool: str  # "train" or "test": which split the folder layout puts it in
+    links_to: str | None = None  # for a file link: its target, relative to the root
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class FolderScan:
     ignored: dict[str, int] = field(default_factory=dict)  # reason -> file count
     ignored_extensions: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Links not followed and special files not read: {"path", "reason"}, in path order.
+    excluded: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,24 +88,52 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+# Entries that are not read, by the key the report counts them under.
+NOT_READ = {
+    "special_file": "{detail}: not read",
+    "link_outside_folder": "link to {detail}, outside the image folder: not followed",
+    "folder_link": (
+        "link to the folder {detail}: not followed (DVC does not hash through folder links, "
+        "so `dvc status` could not see what it adds)"
+    ),
+    "directory_loop": "link to the enclosing folder {detail} (a directory loop): not followed",
+    "broken_link": "broken link (to {detail})",
+}
+
+
+class _ScanLog:
+    """What the scan left out: counts by reason, and the links and special files by name."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.counts: dict[str, int] = {}
+        self.excluded: list[dict] = []
+
+    def ignore(self, reason: str, amount: int = 1) -> None:
+        if amount:
+            self.counts[reason] = self.counts.get(reason, 0) + amount
+
+    def exclude(self, path: Path, key: str, detail: str) -> None:
+        self.ignore(key)
+        reason = NOT_READ[key].format(detail=detail)
+        self.excluded.append({"path": path.relative_to(self.root).as_posix(), "reason": reason})
+
+
 def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} not found (set data.image_folder.path)")
-    top_dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
-    lowered = {name.lower(): name for name in top_dirs}
+    log = _ScanLog(root)
+    root_real = os.path.realpath(root)
+    top_dirs, top_files = _list_folder(root, root_real, log)
+    lowered = {d.name.lower(): d.name for d in top_dirs}
     presplit = "train" in lowered and set(lowered) <= set(SPLIT_FOLDERS)
-    counts: dict[str, int] = {}
     extension_counts: dict[str, int] = {}
     notes = []
 
-    def ignore(reason: str, amount: int = 1) -> None:
-        if amount:
-            counts[reason] = counts.get(reason, 0) + amount
-
     files: list[ImageFile] = []
     if presplit:
-        ignore("outside_class_folders", _count_visible_files(root))  # beside train/ and test/
+        log.ignore("outside_class_folders", len(top_files))  # beside train/ and test/
         pool_roots = [(lowered[name], SPLIT_FOLDERS[name]) for name in sorted(lowered)]
         merged = [lowered[n] for n in ("val", "validation") if n in lowered]
         if merged:
@@ -101,24 +146,23 @@ def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
     class_names: set[str] = set()
     classes_by_pool: dict[str, set[str]] = {"train": set(), "test": set()}
     for folder_name, pool in pool_roots:
-        pool_root = root / folder_name if folder_name else root
-        ignore("outside_class_folders", _count_visible_files(pool_root))
-        for class_dir in sorted(p for p in pool_root.iterdir() if p.is_dir()):
-            if _is_hidden(class_dir.name):
-                ignore("hidden", _count_all_files(class_dir))
-                continue
+        if folder_name:
+            class_dirs, loose = _list_folder(root / folder_name, root_real, log)
+        else:
+            class_dirs, loose = top_dirs, top_files
+        log.ignore("outside_class_folders", len(loose))
+        for class_dir in class_dirs:
             class_names.add(class_dir.name)
             classes_by_pool[pool].add(class_dir.name)
-            for path in _walk_files(class_dir, ignore):
+            for path, links_to in _walk_files(class_dir, root_real, log):
                 suffix = path.suffix.lower()
                 if suffix not in extensions:
-                    ignore("non_image_extension")
+                    log.ignore("non_image_extension")
                     key = suffix or "(none)"
                     extension_counts[key] = extension_counts.get(key, 0) + 1
                     continue
-                files.append(
-                    ImageFile(path, path.relative_to(root).as_posix(), class_dir.name, pool)
-                )
+                relative = path.relative_to(root).as_posix()
+                files.append(ImageFile(path, relative, class_dir.name, pool, links_to))
     unknown_in_test = classes_by_pool["test"] - classes_by_pool["train"]
     if unknown_in_test:
         raise DataError(
@@ -136,39 +180,102 @@ def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
         files=tuple(files),
         class_names=tuple(sorted(class_names)),
         presplit=presplit and bool(classes_by_pool["test"]),
-        ignored=counts,
+        ignored=log.counts,
         ignored_extensions=dict(sorted(extension_counts.items())),
         notes=tuple(notes),
+        excluded=tuple(sorted(log.excluded, key=lambda e: e["path"])),
     )
-
-
-def _count_visible_files(folder: Path) -> int:
-    return sum(1 for p in folder.iterdir() if p.is_file() and not _is_hidden(p.name))
 
 
 def _count_all_files(folder: Path) -> int:
     return sum(len(names) for _, _, names in os.walk(folder))
 
 
-def _walk_files(folder: Path, ignore) -> list[Path]:
-    """Visible files below ``folder``, sorted; symlinked folders followed once (no cycles)."""
-    found = []
-    seen_dirs = set()
-    for current, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(current)
-        if real in seen_dirs:
-            dirnames[:] = []
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _classify(path: Path, root_real: str) -> tuple[str, str | None]:
+    """("dir", None), ("file", link target relative to the root or None), or a NOT_READ key
+    and the detail its message names. Only stat calls: nothing is opened."""
+    info = os.lstat(path)
+    if not stat.S_ISLNK(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
+            return "dir", None
+        if stat.S_ISREG(info.st_mode):
+            return "file", None
+        return "special_file", file_kind(info.st_mode)
+    target = os.path.realpath(path)
+    try:
+        info = os.stat(path)
+    except OSError:  # dangling, or a chain of links that loops
+        return "broken_link", os.readlink(path)
+    inside = _inside(target, root_real)
+    shown = os.path.relpath(target, root_real) if inside else target
+    if stat.S_ISDIR(info.st_mode):
+        if _inside(os.path.realpath(path.parent), target):
+            return "directory_loop", shown
+        return ("folder_link" if inside else "link_outside_folder"), shown
+    if not inside:
+        kind = "" if stat.S_ISREG(info.st_mode) else f" ({file_kind(info.st_mode)})"
+        return "link_outside_folder", shown + kind
+    if not stat.S_ISREG(info.st_mode):
+        return "special_file", f"link to {file_kind(info.st_mode)}"
+    return "file", Path(shown).as_posix()
+
+
+def _list_folder(
+    folder: Path, root_real: str, log: _ScanLog
+) -> tuple[list[Path], list[tuple[Path, str | None]]]:
+    """(real sub-folders, readable files with their link target) directly in ``folder``,
+    sorted by name; hidden entries are counted, links and special files logged."""
+    folders, files = [], []
+    for name in sorted(os.listdir(folder)):
+        path = folder / name
+        if _is_hidden(name):
+            real_folder = path.is_dir() and not path.is_symlink()
+            log.ignore("hidden", _count_all_files(path) if real_folder else 1)
             continue
-        seen_dirs.add(real)
-        hidden_dirs = [d for d in dirnames if _is_hidden(d)]
-        for name in hidden_dirs:
-            ignore("hidden", _count_all_files(Path(current) / name))
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        for name in filenames:
-            if _is_hidden(name):
-                ignore("hidden")
-            else:
-                found.append(Path(current) / name)
+        kind, detail = _classify(path, root_real)
+        if kind == "dir":
+            folders.append(path)
+        elif kind == "file":
+            files.append((path, detail))
+        else:
+            log.exclude(path, kind, detail)
+    return folders, files
+
+
+def _walk_files(folder: Path, root_real: str, log: _ScanLog) -> list[tuple[Path, str | None]]:
+    """Readable files below ``folder`` with their link targets, sorted by path. Only real
+    folders are entered, so no link can send the walk round a loop."""
+    found = []
+    pending = [folder]
+    while pending:
+        sub_folders, files = _list_folder(pending.pop(), root_real, log)
+        found.extend(files)
+        pending.extend(sub_folders)
+    return sorted(found)
+
+
+def find_special_files(folder: Path) -> list[tuple[str, str]]:
+    """(path, what it is) for every FIFO, device or socket DVC would try to read when it hashes
+    ``folder``: DVC reads files and file links (hidden ones too), not folder links, and a read
+    of /dev/zero or of a FIFO without a writer never ends."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} not found")
+    found = []
+    for current, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = Path(current) / name
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:  # a broken link: DVC reports it itself
+                continue
+            if not stat.S_ISREG(mode):
+                link = f"link to {os.path.realpath(path)}, " if path.is_symlink() else ""
+                found.append((path.as_posix(), link + file_kind(mode)))
     return sorted(found)
 
 
@@ -201,9 +308,9 @@ def decode_file(
     max_pixels: int = MAX_PIXELS,
 ) -> DecodeOutcome:
     try:
-        content = Path(path).read_bytes()
-    except OSError as exc:
-        return DecodeOutcome(sha256=None, reason=f"cannot read ({exc.strerror or exc})")
+        content = read_image_bytes(path, max_pixels)
+    except ImageDecodeError as exc:
+        return DecodeOutcome(sha256=None, reason=exc.reason)
     digest = hashlib.sha256(content).hexdigest()
     try:
         decoded = decode_image_with_info(content, channels=channels, max_pixels=max_pixels)

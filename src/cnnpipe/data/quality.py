@@ -36,21 +36,35 @@ class Item:
     class_name: str
     split: str
     sha256: str
+    links_to: str | None = None  # the file a link path leads to, relative to the root
 
 
 @dataclass(frozen=True)
 class Duplicates:
     keep: np.ndarray  # bool per item: False for a copy that is removed
     summary: dict
-    groups: list[dict]
+    groups: list[dict]  # copies under one class: the copy kept and the later ones
+    conflicts: list[dict]  # copies under two or more classes: every file of each
+    removing: bool = False  # whether copies (and every copy of a conflict) were dropped
+
+
+CONFLICT_POLICY_REMOVE = (
+    "every copy removed, from every split: the folders disagree on the label, so none is "
+    "trusted (never the class that sorts first)"
+)
+CONFLICT_POLICY_REPORT = "reported only: the official labels are kept as published"
 
 
 def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
-    """Exact duplicates by content hash; the first copy (train < val < test, then path) is kept.
+    """Exact duplicates by content hash.
 
-    With ``remove``, every later copy is dropped: a test image equal to a training image
-    would measure memory, not generalisation, and two equal images in the training pool
-    could land on both sides of the train/val split that is drawn afterwards.
+    Copies under one class: the first copy (train < val < test, then path) is kept. With
+    ``remove`` every later copy is dropped: a test image equal to a training image would
+    measure memory, not generalisation, and two equal images in the training pool could land
+    on both sides of the train/val split that is drawn afterwards.
+
+    Copies under two or more classes (a link or a copy filed in the wrong folder) are a label
+    conflict: with ``remove`` every copy is dropped, whichever split or class it is in.
     """
     rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
     order = sorted(range(len(items)), key=lambda i: (rank.get(items[i].split, 99), items[i].path))
@@ -58,8 +72,8 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
     for index in order:
         by_hash.setdefault(items[index].sha256, []).append(index)
     keep = np.ones(len(items), dtype=bool)
-    within = across = conflicts = 0
-    groups = []
+    within = across = conflict_images = 0
+    groups, conflicts = [], []
     for digest, members in by_hash.items():
         if len(members) < 2:
             continue
@@ -69,10 +83,21 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
                 within += 1
             else:
                 across += 1
-            if remove:
-                keep[index] = False
         labels = sorted({items[i].class_name for i in members})
-        conflicts += len(labels) > 1
+        if len(labels) > 1:
+            conflict_images += len(members)
+            if remove:
+                keep[members] = False
+            conflicts.append(
+                {
+                    "sha256": digest,
+                    "classes": labels,
+                    "files": [_describe(items[i]) for i in members],
+                }
+            )
+            continue
+        if remove:
+            keep[members[1:]] = False
         groups.append(
             {
                 "sha256": digest,
@@ -82,23 +107,52 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
             }
         )
     summary = {
-        "groups": len(groups),
+        "groups": len(groups) + len(conflicts),
         "copies": within + across,
         "within_split": within,
         "across_splits": across,
-        "label_conflicts": conflicts,
-        "removed": (within + across) if remove else 0,
+        "label_conflicts": len(conflicts),
+        "conflict_images": conflict_images,
+        "removed": int((~keep).sum()),
         "policy": (
-            "later copies removed (train < val < test, then path order)"
+            "later copies removed (train < val < test, then path order); "
+            "copies under different classes all removed"
             if remove
             else "reported only: the official split is kept as published"
         ),
     }
-    return Duplicates(keep=keep, summary=summary, groups=groups)
+    return Duplicates(
+        keep=keep,
+        summary=summary,
+        groups=groups,
+        conflicts=conflicts,
+        removing=remove,
+    )
 
 
 def _describe(item: Item) -> dict:
-    return {"path": item.path, "class": item.class_name, "split": item.split}
+    described = {"path": item.path, "class": item.class_name, "split": item.split}
+    if item.links_to is not None:
+        described["links_to"] = item.links_to
+    return described
+
+
+def label_conflict_problem(report: dict) -> str | None:
+    """The one-line refusal when more decoded images are in label conflicts than allowed."""
+    conflicts = report["label_conflicts"]
+    limit = conflicts["max_fraction"]
+    if limit is None or conflicts["fraction"] <= limit:
+        return None
+    example = " = ".join(
+        f["path"] + (f" (link to {f['links_to']})" if "links_to" in f else "")
+        for f in conflicts["details"][0]["files"][:2]
+    )
+    return (
+        f"{conflicts['images']} of {report['files']['decoded']} decoded images "
+        f"({100 * conflicts['fraction']:.1f}%) are filed under two or more classes (e.g. "
+        f"{example}), more than data.max_label_conflict_fraction={limit} allows: a folder "
+        "linked or copied into the wrong class?"
+    )
 
 
 def image_stats(
@@ -134,9 +188,16 @@ def source_report(
     originals: dict,
     duplicates: Duplicates,
     notes: list[str],
+    excluded: tuple[dict, ...] | list[dict] = (),
+    max_label_conflict_fraction: float | None = None,
 ) -> dict:
-    """Everything known once the source is read, before the splits are drawn."""
+    """Everything known once the source is read, before the splits are drawn.
+
+    ``max_label_conflict_fraction`` None: conflicts are reported, never a reason to stop
+    (array sources, whose official labels are kept as published).
+    """
     decoded = image_files - len(skipped)
+    conflict_images = duplicates.summary["conflict_images"]
     return {
         "source": source,
         "class_names": list(class_names),
@@ -155,6 +216,17 @@ def source_report(
             "details": duplicates.groups[:MAX_LISTED],
             "details_not_listed": max(0, len(duplicates.groups) - MAX_LISTED),
         },
+        "label_conflicts": {
+            "groups": len(duplicates.conflicts),
+            "images": conflict_images,
+            "fraction": round(conflict_images / decoded, 6) if decoded else 0.0,
+            "max_fraction": max_label_conflict_fraction,
+            "removed": conflict_images if duplicates.removing else 0,
+            "policy": CONFLICT_POLICY_REMOVE if duplicates.removing else CONFLICT_POLICY_REPORT,
+            "details": duplicates.conflicts[:MAX_LISTED],
+            "details_not_listed": max(0, len(duplicates.conflicts) - MAX_LISTED),
+        },
+        "not_read": {"entries": len(excluded), "details": list(excluded)[:MAX_LISTED]},
         "notes": list(notes),
     }
 
@@ -244,6 +316,7 @@ def render_markdown(report: dict) -> str:
     """The report as a Markdown page for people (the JSON is for tools)."""
     files = report["files"]
     dup = report["duplicates"]
+    conflicts = report["label_conflicts"]
     lines = [
         "# Data quality report",
         "",
@@ -258,7 +331,10 @@ def render_markdown(report: dict) -> str:
         f"({100 * files['unreadable_fraction']:.1f}%) |",
         f"| exact duplicates | {dup['copies']} copies in {dup['groups']} groups, "
         f"{dup['removed']} removed |",
-        f"| duplicates with conflicting labels | {dup['label_conflicts']} group(s) |",
+        f"| label conflicts (one image under two or more classes) | "
+        f"{dup['label_conflicts']} group(s), {conflicts['images']} images, "
+        f"{conflicts['removed']} removed |",
+        f"| links and special files not read | {report['not_read']['entries']} |",
         "",
     ]
     if report.get("problems"):
@@ -303,7 +379,7 @@ def render_markdown(report: dict) -> str:
             lines += [f"| {title} | images |", "|---|---:|"]
             lines += [f"| {_cell(str(k))} | {n} |" for k, n in originals[key].items()]
             lines.append("")
-    if dup["groups"]:
+    if dup["details"]:
         lines += [
             "## Exact duplicates",
             "",
@@ -319,6 +395,32 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {_cell(kept)} | {_cell(copies)} | {_cell(classes)} |")
         if dup["details_not_listed"]:
             lines.append(f"| ... | {dup['details_not_listed']} more groups | |")
+        lines.append("")
+    if conflicts["groups"]:
+        lines += [
+            "## Label conflicts",
+            "",
+            f"Policy: {conflicts['policy']}.",
+            "",
+            "| classes | files |",
+            "|---|---|",
+        ]
+        for group in conflicts["details"]:
+            listed = "<br>".join(
+                f"{f['split']}: {f['path']}"
+                + (f" (link to {f['links_to']})" if "links_to" in f else "")
+                for f in group["files"]
+            )
+            lines.append(f"| {_cell(', '.join(group['classes']))} | {_cell(listed)} |")
+        if conflicts["details_not_listed"]:
+            lines.append(f"| ... | {conflicts['details_not_listed']} more groups |")
+        lines.append("")
+    not_read = report["not_read"]
+    if not_read["entries"]:
+        lines += ["## Links and special files not read", "", "| entry | why |", "|---|---|"]
+        lines += [f"| {_cell(e['path'])} | {_cell(e['reason'])} |" for e in not_read["details"]]
+        if not_read["entries"] > len(not_read["details"]):
+            lines.append(f"| ... | {not_read['entries'] - len(not_read['details'])} more |")
         lines.append("")
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]

@@ -28,6 +28,7 @@ from cnnpipe.data.quality import (
     enforce_quality,
     find_duplicates,
     image_stats,
+    label_conflict_problem,
     source_report,
 )
 from cnnpipe.core.errors import DataError
@@ -257,7 +258,7 @@ def _from_folder(
     # Outcomes carry no pixels here: decoded image number j lies at spool index j.
     decoded = [(f, o) for f, o in zip(files, outcomes, strict=True) if o.reason is None]
     spool_index = {f.relative: j for j, (f, _) in enumerate(decoded)}
-    items = [Item(f.relative, f.class_name, f.pool, o.sha256) for f, o in decoded]
+    items = [Item(f.relative, f.class_name, f.pool, o.sha256, f.links_to) for f, o in decoded]
     duplicates = find_duplicates(items, remove=True)
     originals = image_stats(
         [o.width for _, o in decoded],
@@ -275,7 +276,15 @@ def _from_folder(
         originals=originals,
         duplicates=duplicates,
         notes=list(notes) + list(scan.notes),
+        excluded=scan.excluded,
+        max_label_conflict_fraction=data_cfg.max_label_conflict_fraction,
     )
+    conflict_problem = label_conflict_problem(report)
+    if conflict_problem:
+        report["problems"] = [conflict_problem]
+        raise DataQualityError(
+            f"{conflict_problem}; details in reports/data_quality.md", report
+        )
     kept = [pair for pair, keep in zip(decoded, duplicates.keep, strict=True) if keep]
     if not kept:
         example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""

@@ -96,6 +96,9 @@ class Data(Section):
     classes: Annotated[tuple[Name, ...], Field(min_length=2)] | None = None
     min_images_per_class: PositiveInt = 5
     max_unreadable_fraction: Fraction = 0.05
+    # Share of decoded images filed under two or more classes (links, copies) above which
+    # prepare stops; at or below it they are removed from every split.
+    max_label_conflict_fraction: Fraction = 0.01
     fashion_mnist: FashionMnist = FashionMnist()
     images: Images = Images()
     image_folder: ImageFolder = ImageFolder()
