@@ -9,12 +9,17 @@ from cnnpipe.compare.leaderboard import leaderboard_rows, to_markdown, transfer_
 from cnnpipe.compare.figures import plot_accuracy_vs_cost
 from cnnpipe.core.runner import run
 from cnnpipe.core.settings import read_settings
+from cnnpipe.evaluate.outputs import evaluation_detail
 
 
 def main() -> None:
     settings = read_settings(layout.resolved("compare"))
     variants = settings.variants
-    evaluations = {name: read_json(layout.eval_metrics(name)) for name in variants}
+    # The leaderboard shows balanced accuracy too, which lives in the detail file.
+    evaluations = {
+        name: {**read_json(evaluation_detail(name)), **read_json(layout.eval_metrics(name))}
+        for name in variants
+    }
     trainings = {name: read_json(layout.train_metrics(name)) for name in variants}
     sort_by = settings.compare.sort_by
     rows = leaderboard_rows(evaluations, trainings, sort_by=sort_by)

@@ -35,7 +35,7 @@ def test_variant_metrics_groups_eval_and_train_files_per_variant():
         "metrics/a.json": {
             "accuracy": {"old": 0.5, "new": 0.75, "diff": 0.25},
             "total_params": {"old": 100, "new": 120, "diff": 20},
-            "ece": {"old": 0.1, "new": 0.2, "diff": 0.1},
+            "roc_auc": {"old": 0.1, "new": 0.2, "diff": 0.1},
         },
         "metrics/train/a.json": {
             "train_seconds": {"old": 10.0, "new": 12.5, "diff": 2.5},
@@ -52,7 +52,7 @@ def test_variant_metrics_groups_eval_and_train_files_per_variant():
     assert list(rows) == ["accuracy", "total_params", "train_seconds"]
     assert rows["accuracy"]["delta"] == pytest.approx(0.25)
     assert rows["train_seconds"]["status"] == "changed"
-    assert variants["a"]["other_changed"] == ["ece"]
+    assert variants["a"]["other_changed"] == ["roc_auc"]
     assert variants["a"]["environment"] == [{"key": "tensorflow", "old": "2.20.0", "new": "2.21.0"}]
     assert variants["b"]["status"] == "new" and variants["b"]["rows"][0]["delta"] is None
     assert variants["c"]["status"] == "removed"
