@@ -343,6 +343,8 @@ def variant_metrics(metrics_diff: dict) -> dict[str, dict]:
                 if name.startswith("environment."):
                     if old is not None and new is not None:  # absent: a new/removed variant
                         environment.append({"key": name.split(".", 1)[1], "old": old, "new": new})
+                elif old is None or new is None:
+                    continue  # a key moved to the detail files (or new there): not a change
                 elif name not in ("train_images_per_second",):  # timing noise, not a result
                     other.append(name)
         everything = [c for kind in sources.values() for c in kind.values()]
@@ -651,7 +653,7 @@ def _significance_section(variants: dict[str, dict], tests: dict[str, dict], bas
         elif info["status"] in ("new", "removed"):
             notes.append(f"{variant} is {info['status']}: nothing to compare.")
     if not rows and not notes:
-        return ["No variant's predictions changed."]
+        return ["No variant's results changed."]
     out = []
     if rows:
         out += [
