@@ -7,14 +7,22 @@ from cnnpipe.core import layout
 from cnnpipe.core.io import read_json, write_csv, write_text
 from cnnpipe.compare.leaderboard import leaderboard_rows, to_markdown, transfer_markdown, transfer_rows
 from cnnpipe.compare.figures import plot_accuracy_vs_cost
+from cnnpipe.compare.overlays import (
+    OVERLAY_DIR, confusion_count_rows, curve_rows, stacked_rows,
+)
 from cnnpipe.core.runner import run
 from cnnpipe.core.settings import read_settings
+from cnnpipe.evaluate.outputs import evaluation_detail
 
 
 def main() -> None:
     settings = read_settings(layout.resolved("compare"))
     variants = settings.variants
-    evaluations = {name: read_json(layout.eval_metrics(name)) for name in variants}
+    # The leaderboard shows balanced accuracy too, which lives in the detail file.
+    evaluations = {
+        name: {**read_json(evaluation_detail(name)), **read_json(layout.eval_metrics(name))}
+        for name in variants
+    }
     trainings = {name: read_json(layout.train_metrics(name)) for name in variants}
     sort_by = settings.compare.sort_by
     rows = leaderboard_rows(evaluations, trainings, sort_by=sort_by)
@@ -27,6 +35,12 @@ def main() -> None:
     )
     write_text(layout.TRANSFER_MD, transfer_markdown(transfer))
     plot_accuracy_vs_cost(rows, layout.COMPARE_IMAGES / "accuracy_vs_cost.png")
+    names = list(variants)
+    write_csv(OVERLAY_DIR / "curves.csv", curve_rows(names))
+    for kind in layout.PLOT_KINDS:
+        write_csv(OVERLAY_DIR / f"{kind}.csv", stacked_rows(kind, names))
+    class_names = read_json(layout.DATA_CARD)["class_names"]
+    write_csv(OVERLAY_DIR / "confusion.csv", confusion_count_rows(names, class_names))
     best = rows[0]
     print(f"best by {sort_by}: {best['variant']} ({best[sort_by]:.4f})")
 

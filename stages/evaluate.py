@@ -19,6 +19,9 @@ from cnnpipe.evaluate.metrics import (
     roc_rows,
 )
 from cnnpipe.core.io import read_json, write_csv, write_json
+from cnnpipe.evaluate.outputs import (
+    evaluation_detail, predictions_file, split_headline, write_predictions,
+)
 from cnnpipe.evaluate.figures import (
     plot_confident_mistakes,
     plot_confusion_matrix,
@@ -57,7 +60,9 @@ def main(variant_name: str) -> None:
     metrics = extended_metrics(labels, outputs, names)
     # Trainable counts depend on the training phase; metrics/train/<variant>.json has them.
     metrics["total_params"] = model.count_params()
-    write_json(layout.eval_metrics(variant_name), metrics)
+    headline, detail = split_headline(metrics)
+    write_json(layout.eval_metrics(variant_name), headline)
+    write_json(evaluation_detail(variant_name), detail)
     # Timings vary run to run, so they live apart from the reproducible metrics above.
     write_json(layout.speed_metrics(variant_name), {
         "test_images_per_second": round(len(labels) / batch_seconds, 1),
@@ -65,6 +70,7 @@ def main(variant_name: str) -> None:
     })
 
     predicted = as_class_probabilities(outputs).argmax(axis=1)
+    write_predictions(predictions_file(variant_name), labels, predicted)
     write_csv(layout.confusion_table(variant_name), confusion_rows(labels, predicted, names))
     for kind, table in PLOT_TABLES.items():
         write_csv(layout.plot_table(kind, variant_name), table(labels, outputs))

@@ -38,3 +38,42 @@ def test_confusion_outputs_agree():
     labels, predicted = np.array([0, 1, 1]), np.array([0, 0, 1])
     assert confusion_counts(labels, predicted, 2).tolist() == [[1, 0], [1, 1]]
     assert confusion_rows(labels, predicted, ["x", "y"])[1] == {"actual": "y", "predicted": "x"}
+
+
+def test_headline_split_keeps_five_numbers_and_moves_the_rest_to_detail():
+    from cnnpipe.evaluate.metrics import extended_metrics
+    from cnnpipe.evaluate.outputs import HEADLINE_METRICS, split_headline
+
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    outputs = np.eye(4)[[0, 1, 2, 0, 0, 1, 3, 3]] * 0.7 + 0.3 / 4
+    metrics = {**extended_metrics(labels, outputs, list("abcd")), "total_params": 123}
+    headline, detail = split_headline(metrics)
+    assert tuple(headline) == HEADLINE_METRICS
+    assert headline["accuracy"] == pytest.approx(6 / 8) and headline["total_params"] == 123
+    assert {"per_class", "balanced_accuracy", "top3_accuracy", "weighted_f1"} <= detail.keys()
+    assert not headline.keys() & detail.keys()
+
+
+def test_predictions_file_is_compact_deterministic_and_reads_back(tmp_path):
+    from cnnpipe.evaluate.outputs import read_predictions, write_predictions
+
+    rng = np.random.default_rng(0)
+    labels, predicted = rng.integers(0, 10, 10_000), rng.integers(0, 10, 10_000)
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    write_predictions(first, labels, predicted)
+    write_predictions(second, labels, predicted)
+    assert first.read_bytes() == second.read_bytes()  # same predictions, same bytes in git
+    assert first.stat().st_size < 20_200  # one byte per label and prediction, plus a header
+    back_labels, back_predicted = read_predictions(first)
+    np.testing.assert_array_equal(back_labels, labels)
+    np.testing.assert_array_equal(back_predicted, predicted)
+
+
+def test_unreadable_predictions_are_one_clear_error(tmp_path):
+    from cnnpipe.core.errors import DataError
+    from cnnpipe.evaluate.outputs import read_predictions
+
+    broken = tmp_path / "p.npy"
+    broken.write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="cannot read predictions"):
+        read_predictions(broken)

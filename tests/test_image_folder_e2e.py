@@ -72,7 +72,7 @@ def test_the_variants_train_on_the_folder(repo):
     assert card["class_names"] == list(CLASSES)
     assert sum(card["sizes"].values()) == 3 * PER_CLASS
     for name in VARIANTS:
-        metrics = json.loads((repo / f"metrics/{name}.json").read_text())
+        metrics = json.loads((repo / f"reports/evaluation/{name}.json").read_text())
         assert metrics["num_test_images"] == card["sizes"]["test"], name
         assert set(metrics["per_class"]) == set(CLASSES), name
     quality = json.loads((repo / "reports/data_quality.json").read_text())

@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import yaml
 from pipeline_repo import dvc, make_tiny_repo
@@ -36,7 +37,9 @@ def repo(tmp_path_factory):
 
 
 def test_repro_writes_metrics_and_plots(repo):
-    metrics = json.loads((repo / "metrics/simple_cnn.json").read_text())
+    headline = json.loads((repo / "metrics/simple_cnn.json").read_text())
+    assert set(headline) == {"accuracy", "macro_f1", "loss", "ece", "total_params"}
+    metrics = {**json.loads((repo / "reports/evaluation/simple_cnn.json").read_text()), **headline}
     assert metrics["num_test_images"] == 200
     with open(repo / "plots/confusion/simple_cnn.csv", newline="") as handle:
         pairs = list(csv.DictReader(handle))
@@ -47,6 +50,8 @@ def test_repro_writes_metrics_and_plots(repo):
         (repo / "data/prepared/data_card.json").read_text())["class_names"])
     for key in ("top3_accuracy", "weighted_f1", "balanced_accuracy", "ece"):
         assert 0.0 <= metrics[key] <= 1.0, key
+    labels, predicted = np.load(repo / "reports/predictions/simple_cnn.npy").T
+    assert len(labels) == 200 and np.mean(labels == predicted) == pytest.approx(metrics["accuracy"])
     speed = json.loads((repo / "reports/speed/simple_cnn.json").read_text())
     assert speed["latency_ms_per_image"] > 0
     train = json.loads((repo / "metrics/train/simple_cnn.json").read_text())

@@ -3,13 +3,15 @@ in a tiny pipeline repo reported against HEAD."""
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
-from pipeline_repo import ONE_TINY_VARIANT, committed_tiny_repo, dvc, run
+from pipeline_repo import ONE_TINY_VARIANT, ROOT, committed_tiny_repo, dvc, run
 
 from cnnpipe import report
 
@@ -35,7 +37,7 @@ def test_variant_metrics_groups_eval_and_train_files_per_variant():
         "metrics/a.json": {
             "accuracy": {"old": 0.5, "new": 0.75, "diff": 0.25},
             "total_params": {"old": 100, "new": 120, "diff": 20},
-            "ece": {"old": 0.1, "new": 0.2, "diff": 0.1},
+            "roc_auc": {"old": 0.1, "new": 0.2, "diff": 0.1},
         },
         "metrics/train/a.json": {
             "train_seconds": {"old": 10.0, "new": 12.5, "diff": 2.5},
@@ -52,7 +54,7 @@ def test_variant_metrics_groups_eval_and_train_files_per_variant():
     assert list(rows) == ["accuracy", "total_params", "train_seconds"]
     assert rows["accuracy"]["delta"] == pytest.approx(0.25)
     assert rows["train_seconds"]["status"] == "changed"
-    assert variants["a"]["other_changed"] == ["ece"]
+    assert variants["a"]["other_changed"] == ["roc_auc"]
     assert variants["a"]["environment"] == [{"key": "tensorflow", "old": "2.20.0", "new": "2.21.0"}]
     assert variants["b"]["status"] == "new" and variants["b"]["rows"][0]["delta"] is None
     assert variants["c"]["status"] == "removed"
@@ -112,6 +114,67 @@ def test_markdown_shows_params_metric_deltas_and_relative_image_links(tmp_path):
     assert "Transfer" not in text
 
 
+def test_paired_change_matches_mcnemar_exact_by_hand():
+    labels = np.zeros(1000, dtype=np.int64)
+    old = np.zeros(1000, dtype=np.int64)
+    old[:100] = 1  # base: 900 right
+    new = old.copy()
+    new[:10] = 0  # 10 images now right
+    new[500:502] = 1  # 2 images now wrong
+    change = report.paired_accuracy_change((labels, old), (labels, new))
+    assert (change["now_right"], change["now_wrong"]) == (10, 2)
+    assert change["delta"] == pytest.approx(0.008)
+    # Two-sided exact binomial on 2 of 12 discordant pairs: 2 * (1 + 12 + 66) / 2**12.
+    assert change["p_value"] == pytest.approx(2 * 79 / 4096)
+    assert change["real"] and change["low"] < 0.008 < change["high"]
+    spread = ((12 / 1000 - 0.008**2) / 1000) ** 0.5
+    assert change["high"] - change["low"] == pytest.approx(2 * 1.959964 * spread, rel=1e-5)
+    with pytest.raises(ValueError, match="test sets differ"):
+        report.paired_accuracy_change((labels[:-1], old[:-1]), (labels, new))
+
+
+def _collected_with_two_variants():
+    metrics = {
+        "metrics/a.json": {"accuracy": {"old": 0.9, "new": 0.903, "diff": 0.003},
+                           "loss": {"old": 0.3, "new": 0.29, "diff": -0.01}},
+        "metrics/b.json": {"accuracy": {"old": 0.8, "new": 0.8, "diff": 0}},
+    }
+    return report.Collected(base="main", commit="abc1234", params={}, metrics=metrics, plots={})
+
+
+def test_markdown_marks_noise_and_leaves_out_unchanged_variants():
+    labels = np.arange(1000) % 10
+    base_a = np.where(np.arange(1000) < 900, labels, (labels + 1) % 10)
+    new_a = base_a.copy()
+    new_a[900:905] = labels[900:905]  # 5 now right
+    new_a[0:2] = (labels[0:2] + 1) % 10  # 2 now wrong: 0.903, p = 0.45
+    b = np.where(np.arange(1000) < 800, labels, (labels + 1) % 10)
+    tests = report.significance({"a": ((labels, base_a), (labels, new_a)),
+                                 "b": ((labels, b), (labels, b))})
+    collected = _collected_with_two_variants()
+    text = report.render_markdown(collected, report.variant_metrics(collected.metrics), [], [],
+                                  omitted=0, assets_name="r", leaderboard=None, transfer=None,
+                                  tests=tests)
+    row = next(line for line in text.splitlines() if line.startswith("| a |"))
+    assert "+0.30 pp" in row and "0.45" in row and "within noise" in row
+    assert "5 / 2" in row
+    assert "### b" not in text and "| b |" not in text
+    assert "Unchanged (same predictions or same metrics as `main`, not listed): b." in text
+
+
+def test_markdown_without_base_predictions_shows_deltas_without_a_test():
+    collected = _collected_with_two_variants()
+    labels = np.zeros(10, dtype=np.int64)
+    tests = report.significance({"a": (None, (labels, labels)), "b": (None, (labels, labels))})
+    text = report.render_markdown(collected, report.variant_metrics(collected.metrics), [], [],
+                                  omitted=0, assets_name="r", leaderboard=None, transfer=None,
+                                  tests=tests)
+    row = next(line for line in text.splitlines() if line.startswith("| a |"))
+    assert "+0.30 pp" in row and "no test: `main` stored no predictions" in row
+    assert "| accuracy | 0.9000 | 0.9030 | +0.0030 |" in text
+    assert "### b" not in text  # same headline numbers, nothing to say
+
+
 def test_assets_folder_not_made_by_the_report_is_never_replaced(tmp_path):
     foreign = tmp_path / "report_assets"
     foreign.mkdir()
@@ -131,41 +194,87 @@ def test_report_parser_plugs_into_a_subcommand_parser():
 
 # --- a real change in a tiny pipeline -----------------------------------------------------
 
+# Two variants, so the report can be seen to leave the unchanged one out.
+TWO_TINY_VARIANTS = {
+    **ONE_TINY_VARIANT,
+    "narrow_cnn": {"architecture": "simple_cnn", "filters": [4, 4, 4], "dense_units": 8},
+}
+
 
 @pytest.fixture(scope="module")
 def changed_repo(tmp_path_factory):
-    """A tiny repo with committed results (dense_units 8), then dense_units 12 reproduced."""
-    repo = committed_tiny_repo(tmp_path_factory, ONE_TINY_VARIANT, "report_repo")
+    """A tiny two-variant repo with committed results (simple_cnn dense_units 8), then
+    dense_units 12 reproduced and committed: the two commits a pull request compares."""
+    repo = committed_tiny_repo(tmp_path_factory, TWO_TINY_VARIANTS, "report_repo")
     params_file = repo / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     assert params["models"]["simple_cnn"]["dense_units"] == 8
     params["models"]["simple_cnn"]["dense_units"] = 12
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(repo, "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "wider dense layer in simple_cnn")
     return repo
 
 
+def _section(text: str, heading: str) -> str:
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
 @pytest.mark.slow
-def test_report_against_head_lists_changes_and_embeds_pngs(changed_repo, tmp_path):
+def test_report_on_a_one_param_change_tests_that_variant_only(changed_repo, tmp_path):
     out = tmp_path / "out" / "report.md"
     done = subprocess.run(
-        [sys.executable, "-m", "cnnpipe.report", "--base", "HEAD", "--out", str(out)],
+        [sys.executable, "-m", "cnnpipe.report", "--base", "HEAD~1", "--out", str(out)],
         cwd=changed_repo, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
     assert "| params.yaml | `models.simple_cnn.dense_units` | `8` | `12` |" in text
+    verdict = _section(text, "## Is the change real?")
+    (row,) = [line for line in verdict.splitlines() if line.startswith("| simple_cnn |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert re.fullmatch(r"[+-]\d+\.\d\d pp to [+-]\d+\.\d\d pp", cells[4]), row  # interval
+    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[5]), row  # McNemar p-value
+    assert "real change" in cells[7] or "within noise" in cells[7]
+    # The untouched variant kept its predictions: no rows, one mention.
+    assert "narrow_cnn |" not in verdict and "### narrow_cnn" not in text
+    assert "not listed): narrow_cnn." in text
     section = text.split("### simple_cnn", 1)[1].split("\n## ", 1)[0]
-    for metric in ("accuracy", "macro_f1", "loss", "total_params", "train_seconds"):
+    for metric in ("accuracy", "macro_f1", "loss", "ece", "total_params", "train_seconds"):
         assert re.search(rf"^\| {metric} \| [^|]+ \| [^|]+ \| [^|]* \|$", section, re.M), metric
-    old, new = (json.loads(run(changed_repo, "git", "show", "HEAD:metrics/simple_cnn.json").stdout),
+    old, new = (json.loads(run(changed_repo, "git", "show", "HEAD~1:metrics/simple_cnn.json").stdout),
                 json.loads((changed_repo / "metrics/simple_cnn.json").read_text()))
     growth = new["total_params"] - old["total_params"]
     assert growth > 0 and f"| +{growth:,} |" in section
-    assert "## Leaderboard (workspace)" in text and "| simple_cnn |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
     assert links and all(not link.startswith("/") for link in links)
-    assert any(link.endswith("curves-accuracy-simple-cnn-csv.png") for link in links)
     for link in links:
         assert (out.parent / link).read_bytes()[:8] == PNG_MAGIC, link
     assert not (changed_repo / "dvc_plots").exists()  # DVC's image copies went to a temp dir
+
+
+@pytest.mark.slow
+def test_metrics_diff_against_the_previous_commit_lists_the_changed_variant_only(changed_repo):
+    rows = dvc(changed_repo, "metrics", "diff", "HEAD~1").stdout.strip().splitlines()[1:]
+    assert rows and all(row.startswith("metrics/simple_cnn.json") for row in rows), rows
+
+
+@pytest.mark.slow
+def test_the_workflows_report_step_writes_the_comment_and_the_job_summary(changed_repo, tmp_path):
+    """The `run:` of ci.yml's report step, as GitHub would run it on this two-commit repo."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    step = next(s for s in job["steps"] if "ci_report.sh" in s.get("run", ""))
+    summary = tmp_path / "step_summary.md"
+    env = {**os.environ, "BASE": "HEAD~1", "PYTHON": sys.executable,
+           "GITHUB_STEP_SUMMARY": str(summary)}
+    done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=changed_repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    body = (changed_repo / "report.md").read_text()
+    assert "`models.simple_cnn.dense_units` | `8` | `12`" in body  # changed params
+    assert "McNemar" in body and re.search(r"^\| simple_cnn \|.* pp to .*\|$", body, re.M)
+    images = re.findall(r"!\[[^\]]*\]\((report_assets/[^)]+\.png)\)", body)
+    assert images and all((changed_repo / image).is_file() for image in images)
+    assert summary.read_text().startswith(body)  # a fork's read-only token still shows it

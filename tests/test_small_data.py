@@ -53,7 +53,8 @@ def test_default_variants_learn_digits(digits_repo):
     assert card["image_shape"] == [32, 32, 1]  # gray PNGs stay one channel
     results = {}
     for name in names:
-        metrics = json.loads((digits_repo / f"metrics/{name}.json").read_text())
+        metrics = {**json.loads((digits_repo / f"reports/evaluation/{name}.json").read_text()),
+                   **json.loads((digits_repo / f"metrics/{name}.json").read_text())}
         train = json.loads((digits_repo / f"metrics/train/{name}.json").read_text())
         results[name] = (metrics["accuracy"], metrics["balanced_accuracy"], train["batch_size"],
                          train["best_epoch"])

@@ -1,9 +1,12 @@
 """``cnnpipe report``: what changed between a git revision and the workspace, as Markdown.
 
-The report holds the changed params (``dvc params diff``), the key metrics of every variant
-with old, new and delta (``dvc metrics diff``), the workspace's leaderboard and transfer
-table, and PNG renderings of the plots whose data changed (``dvc plots diff --json``; Vega-Lite
-specs are rendered with vl-convert, no browser). Images go to a folder beside the report
+The report holds the changed params (``dvc params diff``), the headline metrics of every
+variant that changed, with old, new and delta (``dvc metrics diff``, plus the training
+record ``metrics/train/<variant>.json``, which is not a DVC metric), whether each accuracy
+change is more than noise (McNemar's exact test on the per-image predictions that evaluate
+stores in ``reports/predictions/``, with a 95% interval for the paired difference), the
+workspace's leaderboard and transfer table, and PNG renderings of the plots whose data
+changed (``dvc plots diff --json``; Vega-Lite specs are rendered with vl-convert, no browser). Images go to a folder beside the report
 (``report.md`` -> ``report_assets/``) and are linked relatively, so the pair can be uploaded
 as a CI artifact or opened from a checkout.
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import shutil
@@ -25,7 +30,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnnpipe.core.errors import CnnpipeError
+from cnnpipe.core.errors import CnnpipeError, DataError
+from cnnpipe.evaluate.outputs import predictions_file, read_predictions
 
 WORKSPACE = "workspace"  # the name DVC gives the working tree in diffs and plot data
 MAX_PLOTS = 12  # a report with more images than this is scrolled past, not read
@@ -36,10 +42,12 @@ KEY_METRICS = (
     ("accuracy", ("eval",), "{:.4f}"),
     ("macro_f1", ("eval",), "{:.4f}"),
     ("loss", ("eval",), "{:.4f}"),
+    ("ece", ("eval",), "{:.4f}"),
     ("total_params", ("eval", "train"), "{:,.0f}"),
     ("train_seconds", ("train",), "{:.1f}"),
 )
 # metrics/<variant>.json (evaluation) and metrics/train/<variant>.json (training)
+ALPHA = 0.05  # a change with a larger p-value is reported as within noise
 _METRICS_FILE = re.compile(r"(?:^|/)metrics/(?:(?P<train>train)/)?(?P<variant>[^/]+)\.json$")
 
 
@@ -114,6 +122,69 @@ class Collected:
     metrics: dict
     plots: dict
     plot_errors: list = field(default_factory=list)
+    # variant -> ((labels, predicted) in the base or None, the same in the workspace or None)
+    predictions: dict = field(default_factory=dict)
+
+
+def _git_bytes(repo: Path, rev: str, path: str) -> bytes | None:
+    """A file's content at ``rev``; None when the revision does not have it."""
+    done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def _git_files(repo: Path, rev: str, folder: str) -> list[str]:
+    done = subprocess.run(["git", "ls-tree", "--name-only", f"{rev}:{folder}"], cwd=repo,
+                          capture_output=True, text=True)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def _flatten(record, prefix: str = "") -> dict:
+    """Nested JSON -> ``{"a.b": leaf}`` for numbers and strings, as DVC flattens metrics."""
+    flat = {}
+    if isinstance(record, dict):
+        for key, value in record.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+    elif isinstance(record, (int, float, str)):
+        flat[prefix[:-1]] = record
+    return flat
+
+
+def training_diff(repo: Path, rev: str) -> dict:
+    """``metrics/train/<variant>.json`` at ``rev`` against the workspace, in the shape of
+    ``dvc metrics diff --all --json``. These files are not DVC metrics (their environment
+    strings and timings would drown the headline numbers there), but the report still says
+    when the training environment changed and how long training took."""
+    folder = "metrics/train"
+    names = set(_git_files(repo, rev, folder))
+    names |= {path.name for path in (repo / folder).glob("*.json")}
+    diff = {}
+    for name in sorted(n for n in names if n.endswith(".json")):
+        path = f"{folder}/{name}"
+        old_bytes = _git_bytes(repo, rev, path)
+        try:
+            old = _flatten(json.loads(old_bytes)) if old_bytes else {}
+            new = _flatten(json.loads((repo / path).read_text())) if (repo / path).is_file() else {}
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+            continue  # an unreadable record loses its rows, not the report
+        diff[path] = {key: {"old": old.get(key), "new": new.get(key)}
+                      for key in sorted(old.keys() | new.keys())}
+    return diff
+
+
+def stored_predictions(repo: Path, rev: str, variants) -> dict:
+    """Per variant: (base, workspace) predictions, each ``(labels, predicted)`` or None."""
+    found = {}
+    for variant in variants:
+        path = predictions_file(variant).as_posix()
+        sides = []
+        for content in (_git_bytes(repo, rev, path),
+                        (repo / path).read_bytes() if (repo / path).is_file() else None):
+            try:
+                sides.append(read_predictions(io.BytesIO(content)) if content else None)
+            except DataError:
+                sides.append(None)
+        found[variant] = tuple(sides)
+    return found
 
 
 def collect(repo: Path, base: str | None, image_dir: Path, dvc: str | None = None) -> Collected:
@@ -127,7 +198,85 @@ def collect(repo: Path, base: str | None, image_dir: Path, dvc: str | None = Non
     plots = _parse_json(
         _run(repo, [dvc, "plots", "diff", rev, "--json", "-o", str(image_dir)]), "dvc plots diff"
     )
-    return Collected(rev, commit, params, metrics, plots.get("data", {}), plots.get("errors", []))
+    metrics.update(training_diff(repo, rev))
+    variants = sorted({m["variant"] for m in map(_METRICS_FILE.search, metrics) if m})
+    return Collected(rev, commit, params, metrics, plots.get("data", {}), plots.get("errors", []),
+                     predictions=stored_predictions(repo, rev, variants))
+
+
+# --- is the change real? ------------------------------------------------------------------
+
+
+def paired_accuracy_change(base, workspace, confidence: float = 0.95) -> dict:
+    """Accuracy change between two models' predictions on the same test images.
+
+    ``base`` and ``workspace`` are ``(labels, predicted)``. The p-value is McNemar's exact
+    test: of the images exactly one model gets right, is the split between "now right" and
+    "now wrong" more lopsided than a fair coin would make it? The interval is the Wald
+    interval of a paired difference of proportions, which uses the same discordant counts.
+    Raises ValueError when the labels differ (not the same test set: no pairing).
+    """
+    from scipy.stats import binomtest, norm
+
+    (old_labels, old_predicted), (new_labels, new_predicted) = base, workspace
+    if len(old_labels) != len(new_labels) or not (old_labels == new_labels).all():
+        raise ValueError("the test sets differ (other images or another order)")
+    n = len(new_labels)
+    if n == 0:
+        raise ValueError("no test images")
+    old_right = old_predicted == old_labels
+    new_right = new_predicted == new_labels
+    now_right = int((new_right & ~old_right).sum())
+    now_wrong = int((old_right & ~new_right).sum())
+    discordant = now_right + now_wrong
+    delta = (now_right - now_wrong) / n
+    spread = math.sqrt(max(discordant / n - delta * delta, 0.0) / n)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p_value = binomtest(min(now_right, now_wrong), discordant, 0.5).pvalue if discordant else 1.0
+    return {
+        "images": n, "old": float(old_right.mean()), "new": float(new_right.mean()),
+        "delta": delta, "low": delta - z * spread, "high": delta + z * spread,
+        "now_right": now_right, "now_wrong": now_wrong,
+        "changed_predictions": int((old_predicted != new_predicted).sum()),
+        "p_value": float(p_value), "real": bool(p_value < ALPHA),
+    }
+
+
+def significance(predictions: dict) -> dict[str, dict]:
+    """Per variant: ``{"status": ...}`` with ``status`` one of ``compared`` (with the
+    :func:`paired_accuracy_change` fields), ``identical`` (every prediction the same),
+    ``no_base`` (the base stored no predictions), ``no_workspace``, ``unpaired`` (with
+    ``reason``)."""
+    result = {}
+    for variant, (base, workspace) in predictions.items():
+        if workspace is None:
+            result[variant] = {"status": "no_workspace"}
+        elif base is None:
+            result[variant] = {"status": "no_base"}
+        else:
+            try:
+                change = paired_accuracy_change(base, workspace)
+            except ValueError as exc:
+                result[variant] = {"status": "unpaired", "reason": str(exc)}
+                continue
+            status = "identical" if change["changed_predictions"] == 0 else "compared"
+            result[variant] = {"status": status, **change}
+    return result
+
+
+def unchanged_variants(variants: dict[str, dict], tests: dict[str, dict]) -> list[str]:
+    """Variants with nothing to report: predictions identical where both revisions stored
+    them, else every headline metric equal."""
+    same = []
+    for variant, info in variants.items():
+        if info["status"] != "changed":
+            continue
+        test = tests.get(variant, {"status": "no_base"})
+        headline_same = all(row["status"] == "same" for row in info["rows"]
+                            if row["metric"] != "train_seconds")
+        if test["status"] == "identical" or (test["status"] != "compared" and headline_same):
+            same.append(variant)
+    return same
 
 
 # --- params and metrics -------------------------------------------------------------------
@@ -194,6 +343,8 @@ def variant_metrics(metrics_diff: dict) -> dict[str, dict]:
                 if name.startswith("environment."):
                     if old is not None and new is not None:  # absent: a new/removed variant
                         environment.append({"key": name.split(".", 1)[1], "old": old, "new": new})
+                elif old is None or new is None:
+                    continue  # a key moved to the detail files (or new there): not a change
                 elif name not in ("train_images_per_second",):  # timing noise, not a result
                     other.append(name)
         everything = [c for kind in sources.values() for c in kind.values()]
@@ -369,6 +520,7 @@ def render_markdown(
     assets_name: str,
     leaderboard: str | None,
     transfer: str | None,
+    tests: dict[str, dict] | None = None,
 ) -> str:
     base = collected.base
     out = [
@@ -390,10 +542,19 @@ def render_markdown(
     else:
         out.append("No parameter changed.")
 
+    tests = tests or {}
+    unchanged = unchanged_variants(variants, tests)
+    shown = {v: info for v, info in variants.items() if v not in unchanged}
+    out += ["", "## Is the change real?", ""]
+    out += _significance_section(shown, tests, base)
+
     out += ["", "## Metrics", ""]
     if not variants:
         out.append(f"No metrics in `{base}` or in the workspace (run `dvc repro`).")
-    for variant, info in variants.items():
+    if unchanged:
+        out += [f"Unchanged (same predictions or same metrics as `{base}`, not listed): "
+                + ", ".join(unchanged) + ".", ""]
+    for variant, info in shown.items():
         note = {"new": " (new: no metrics in the base revision)",
                 "removed": " (removed: no metrics in the workspace)"}.get(info["status"], "")
         out += [f"### {variant}{note}", ""]
@@ -420,9 +581,11 @@ def render_markdown(
                         "for that reason alone."]
         out.append("")
 
-    out += ["## Leaderboard (workspace)", ""]
+    # Folded: every variant has a row there, changed or not; the sections above are the news.
+    out += ["## Leaderboard (workspace)", "", "<details><summary>All variants</summary>", ""]
     out.append(leaderboard if leaderboard else
                "No `reports/leaderboard.md` in the workspace (run `dvc repro`).")
+    out += ["", "</details>"]
     if transfer and len(transfer.splitlines()) > 2:  # header and rule only: nothing to show
         out += ["", "## Transfer learning (workspace)", "", transfer]
 
@@ -457,6 +620,57 @@ def render_markdown(
                     + ", ".join(f"`{m}`" for m in missing[:8])
                     + (", ..." if len(missing) > 8 else "") + "."]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:+.2f} pp"
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.001 else "< 0.001"
+
+
+def _significance_section(variants: dict[str, dict], tests: dict[str, dict], base: str) -> list[str]:
+    """One row per variant with something to report: accuracy delta, its 95% interval,
+    McNemar's p-value and a verdict; variants without paired predictions get the delta only."""
+    rows, notes = [], []
+    for variant, info in variants.items():
+        test = tests.get(variant, {"status": "no_base"})
+        accuracy = next((r for r in info["rows"] if r["metric"] == "accuracy"), None)
+        if test["status"] == "compared":
+            verdict = ("**real change**" if test["real"] else
+                       f"within noise (p >= {ALPHA})")
+            rows.append(
+                f"| {variant} | {test['old']:.4f} | {test['new']:.4f} | {_pct(test['delta'])} | "
+                f"{_pct(test['low'])} to {_pct(test['high'])} | {_p(test['p_value'])} | "
+                f"{test['now_right']} / {test['now_wrong']} | {verdict} |")
+        elif accuracy is not None and accuracy["delta"] is not None:
+            reason = {"no_base": f"`{base}` stored no predictions",
+                      "no_workspace": "the workspace has no predictions (run `dvc repro`)",
+                      "unpaired": test.get("reason", "")}.get(test["status"], "")
+            rows.append(f"| {variant} | {accuracy['old']:.4f} | {accuracy['new']:.4f} | "
+                        f"{_pct(accuracy['delta'])} | n/a | n/a | n/a | no test: {reason} |")
+        elif info["status"] in ("new", "removed"):
+            notes.append(f"{variant} is {info['status']}: nothing to compare.")
+    if not rows and not notes:
+        return ["No variant's results changed."]
+    out = []
+    if rows:
+        out += [
+            f"Test accuracy, `{base}` against the workspace, on the same test images. The "
+            "interval is the 95% interval of the paired difference; p is McNemar's exact test "
+            "on the images exactly one of the two models gets right (now right / now wrong). "
+            f"A change with p >= {ALPHA} is within the noise of retraining or of the test set's "
+            "size.",
+            "",
+            "| variant | old accuracy | new accuracy | delta | 95% interval | p | "
+            "now right / now wrong | verdict |",
+            "|---|---:|---:|---:|---|---:|---:|---|",
+            *rows,
+        ]
+    if notes:
+        out += ["", *notes] if rows else notes
+    return out
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -506,6 +720,7 @@ def write_report(
             assets_name=assets.name,
             leaderboard=_read_optional(repo / "reports/leaderboard.md"),
             transfer=_read_optional(repo / "reports/transfer.md"),
+            tests=significance(collected.predictions),
         )
         has_files = any(item["files"] for item in rendered)
         if has_files:
@@ -533,9 +748,11 @@ def write_report(
 # --- command line -------------------------------------------------------------------------
 
 REPORT_DESCRIPTION = """\
-Compare the workspace with a git revision and write a Markdown report: changed params, the
-key metrics of every variant (accuracy, macro_f1, loss, total_params, train_seconds) with
-old, new and delta, the workspace's leaderboard and transfer table, and PNG images of the
+Compare the workspace with a git revision and write a Markdown report: changed params; for
+each variant whose predictions changed, the accuracy delta with a 95% interval and McNemar's
+exact p-value on the same test images (marked "within noise" when p >= 0.05); the headline
+metrics (accuracy, macro_f1, loss, ece, total_params, train_seconds) with old, new and
+delta; the workspace's leaderboard and transfer table, and PNG images of the
 plots whose data changed (at most --max-plots), saved in a folder beside the report
 (report.md -> report_assets/). Run it in the repository after `dvc repro`."""
 
