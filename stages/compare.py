@@ -12,7 +12,6 @@ from cnnpipe.compare.overlays import (
 )
 from cnnpipe.core.runner import run
 from cnnpipe.core.settings import read_settings
-from cnnpipe.evaluate.outputs import evaluation_detail
 
 
 def main() -> None:
@@ -20,7 +19,7 @@ def main() -> None:
     variants = settings.variants
     # The leaderboard shows balanced accuracy too, which lives in the detail file.
     evaluations = {
-        name: {**read_json(evaluation_detail(name)), **read_json(layout.eval_metrics(name))}
+        name: {**read_json(layout.evaluation_detail(name)), **read_json(layout.eval_metrics(name))}
         for name in variants
     }
     trainings = {name: read_json(layout.train_metrics(name)) for name in variants}

@@ -19,9 +19,7 @@ from cnnpipe.evaluate.metrics import (
     roc_rows,
 )
 from cnnpipe.core.io import read_json, write_csv, write_json
-from cnnpipe.evaluate.outputs import (
-    evaluation_detail, predictions_file, split_headline, write_predictions,
-)
+from cnnpipe.evaluate.outputs import split_headline, write_predictions
 from cnnpipe.evaluate.figures import (
     plot_confident_mistakes,
     plot_confusion_matrix,
@@ -62,7 +60,7 @@ def main(variant_name: str) -> None:
     metrics["total_params"] = model.count_params()
     headline, detail = split_headline(metrics)
     write_json(layout.eval_metrics(variant_name), headline)
-    write_json(evaluation_detail(variant_name), detail)
+    write_json(layout.evaluation_detail(variant_name), detail)
     # Timings vary run to run, so they live apart from the reproducible metrics above.
     write_json(layout.speed_metrics(variant_name), {
         "test_images_per_second": round(len(labels) / batch_seconds, 1),
@@ -70,7 +68,7 @@ def main(variant_name: str) -> None:
     })
 
     predicted = as_class_probabilities(outputs).argmax(axis=1)
-    write_predictions(predictions_file(variant_name), labels, predicted)
+    write_predictions(layout.predictions_file(variant_name), labels, predicted)
     write_csv(layout.confusion_table(variant_name), confusion_rows(labels, predicted, names))
     for kind, table in PLOT_TABLES.items():
         write_csv(layout.plot_table(kind, variant_name), table(labels, outputs))

@@ -117,7 +117,8 @@ def test_an_import_of_an_unlisted_module_is_caught(tmp_path):
     leaderboard.write_text(
         leaderboard.read_text() + "\n\ndef _later():\n    from cnnpipe.report import find_dvc\n"
     )
-    assert uncovered(tmp_path) == {"compare": ["src/cnnpipe/report.py"]}
+    found = uncovered(tmp_path)
+    assert list(found) == ["compare"] and "src/cnnpipe/report.py" in found["compare"]
 
 
 def test_only_the_params_stage_reads_the_schema_code():

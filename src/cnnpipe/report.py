@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnpipe.core.errors import CnnpipeError, DataError
-from cnnpipe.evaluate.outputs import predictions_file, read_predictions
+from cnnpipe.core.layout import predictions_file
+from cnnpipe.evaluate.outputs import read_predictions
 
 WORKSPACE = "workspace"  # the name DVC gives the working tree in diffs and plot data
 MAX_PLOTS = 12  # a report with more images than this is scrolled past, not read

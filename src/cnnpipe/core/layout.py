@@ -87,6 +87,16 @@ def resolved_train(variant: str) -> Path:
     return RESOLVED / "train" / f"{variant}.json"
 
 
+def evaluation_detail(variant: str) -> Path:
+    """Per-class scores and the other evaluation numbers that are not headline metrics."""
+    return REPORTS / "evaluation" / f"{variant}.json"
+
+
+def predictions_file(variant: str) -> Path:
+    """(label, predicted class) per test image, for the paired test in `cnnpipe report`."""
+    return REPORTS / "predictions" / f"{variant}.npy"
+
+
 def variant_outputs(variant: str) -> list[Path]:
     """Everything train@<variant> and evaluate@<variant> write (files and folders)."""
     return [
@@ -94,6 +104,8 @@ def variant_outputs(variant: str) -> list[Path]:
         live_dir(variant),
         train_metrics(variant),
         eval_metrics(variant),
+        evaluation_detail(variant),
+        predictions_file(variant),
         speed_metrics(variant),
         curve_table("accuracy", variant),
         curve_table("loss", variant),

@@ -21,14 +21,6 @@ from cnnpipe.core.io import atomic_path
 HEADLINE_METRICS = ("accuracy", "macro_f1", "loss", "ece", "total_params")
 
 
-def evaluation_detail(variant: str) -> Path:
-    return Path("reports/evaluation") / f"{variant}.json"
-
-
-def predictions_file(variant: str) -> Path:
-    return Path("reports/predictions") / f"{variant}.npy"
-
-
 def split_headline(metrics: dict) -> tuple[dict, dict]:
     """(headline, detail): the headline keys present, and every other key."""
     headline = {key: metrics[key] for key in HEADLINE_METRICS if key in metrics}
