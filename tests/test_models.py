@@ -417,6 +417,37 @@ def test_imagenet_weights_fail_fast_without_network(monkeypatch, tmp_path):
     assert socket.getdefaulttimeout() is None  # the download timeout was restored
 
 
+def test_imagenet_weights_load_offline_from_the_keras_cache(monkeypatch, tmp_path):
+    """An air-gapped team copies Keras' MobileNetV2 file into $KERAS_HOME/models/; nothing is
+    downloaded. The file here is generated (random weights, the real name and shapes), and
+    the built backbone must hold exactly its weights."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from cnnpipe.models import find_backbone
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path), raising=False)
+    # Keras' file for alpha 0.35 without the top; sizes without their own file use 224's.
+    cached = tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    cached.parent.mkdir(parents=True)
+    keras.utils.set_random_seed(7)
+    published = keras.applications.MobileNetV2(
+        input_shape=(224, 224, 3), alpha=0.35, include_top=False, weights=None
+    )
+    with h5py.File(cached, "w") as handle:  # the legacy layout Keras publishes its files in
+        legacy_h5_format.save_weights_to_hdf5_group(handle, published)
+
+    model = tiny("mobilenet_transfer", weights="imagenet")
+    backbone = find_backbone(model)
+    assert len(backbone.weights) == len(published.weights)
+    for loaded, expected in zip(backbone.weights, published.weights, strict=True):
+        np.testing.assert_array_equal(np.array(loaded), np.array(expected))
+
+
 def test_weights_file_round_trip(tmp_path):
     source = find_backbone(tiny("mobilenet_transfer"))
     path = tmp_path / "b.weights.h5"
