@@ -181,3 +181,31 @@ def test_an_archive_url_and_fashion_mnist_share_the_limits(server, tmp_path):
     with pytest.raises(DataError, match="truncated"):  # not "checksum mismatch"
         fashion_mnist.load_fashion_mnist(tmp_path / "none", server, tmp_path / "fm", LIMITS)
     assert list((tmp_path / "fm").iterdir()) == []
+
+
+def test_a_full_disk_is_not_blamed_on_the_server(server, tmp_path, monkeypatch):
+    import errno
+
+    from cnnpipe.data import download as download_module
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        return FullDisk(handle) if "w" in mode else handle
+
+    # Only the download module's open: the partial file is the one file it writes.
+    monkeypatch.setattr(download_module, "open", open_on_a_full_disk, raising=False)
+    message, _ = failed_download(f"{server}/ok", tmp_path)
+    assert "cannot write the download" in message and "No space left on device" in message

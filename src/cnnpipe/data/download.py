@@ -146,7 +146,13 @@ def download(
                         f"download of {url} refused: more than the limit of "
                         f"{_size(limits.max_bytes)} arrived (data.download.max_mb)"
                     )
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:  # a full disk is not the server's fault
+                    raise DataError(
+                        f"cannot write the download of {url} into {destination.parent}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
                 progress.update(len(chunk))
                 now = time.monotonic()
                 _check_deadline(url, now - started, limits, received)
