@@ -88,20 +88,6 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"
 
 
-def remove_stale_partials(destination: Path, older_than_s: float) -> None:
-    """Partial files of ``destination`` left by a killed process (no write for that long).
-
-    A live download writes more often than its deadline, so only dead ones match.
-    """
-    cutoff = time.time() - older_than_s
-    for partial in destination.parent.glob(f".{destination.name}.*{PARTIAL_SUFFIX}"):
-        try:
-            if partial.stat().st_mtime < cutoff:
-                partial.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def download(
     url: str, destination: Path, limits: DownloadLimits, stream: IO[str] | None = None
 ) -> None:
@@ -113,13 +99,13 @@ def download(
     stream = sys.stderr if stream is None else stream
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(destination, limits.deadline_seconds)
     started = time.monotonic()
     # Each read waits at most this long, so a silent server still reaches the checks below.
     read_timeout = min(limits.stall_seconds, limits.deadline_seconds)
     received, announced, responded = 0, None, False
     try:
         with (
+            # It also sweeps the partial files a killed run left.
             atomic_path(destination, suffix=PARTIAL_SUFFIX) as partial,
             open(partial, "wb") as out,
             urllib.request.urlopen(url, timeout=read_timeout) as response,
