@@ -23,9 +23,7 @@ $(INSTALLED): requirements.txt pyproject.toml
 $(PLOTS_TEMPLATE): $(INSTALLED) scripts/offline_plots_template.py
 	$(BIN)/python scripts/offline_plots_template.py $@
 
-# prepare depends on the image-folder source's directory, which must exist even when unused.
 setup: $(INSTALLED) $(PLOTS_TEMPLATE) dataset
-	mkdir -p data/images
 
 # Fashion-MNIST comes from Debian's package; without apt-get the prepare stage downloads it.
 dataset:

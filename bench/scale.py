@@ -151,6 +151,7 @@ def make_repo(target: Path, images: Path, image_size: int, train: bool) -> None:
     params = yaml.safe_load((target / "params.yaml").read_text())
     params["data"]["source"] = "image_folder"
     params["data"]["image_folder"]["path"] = str(images)
+    params["data"]["input"] = str(images)
     params["data"]["images"]["image_size"] = [image_size, image_size]
     # standardize makes preprocess stream every training image once (the costly case).
     params["preprocess"]["normalization"] = "standardize"
@@ -246,10 +247,12 @@ def reader_throughput(workdir: Path, rounds: int = 3, batch_size: int = 128) -> 
     sys.path.insert(0, str(REPO / "src"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from cnnpipe.core.shards import write_arrays
+    from cnnpipe.data.download import DownloadLimits
     from cnnpipe.data.fashion_mnist import load_fashion_mnist
 
     raw = load_fashion_mnist(
-        Path("/usr/share/datasets/fashion-mnist"), "http://127.0.0.1:9/", workdir / "dl"
+        Path("/usr/share/datasets/fashion-mnist"), "http://127.0.0.1:9/", workdir / "dl",
+        DownloadLimits(max_bytes=2**30, stall_seconds=60, deadline_seconds=600),
     )
     images = raw.train_images[:54000, :, :, None]
     labels = raw.train_labels[:54000].astype(np.int32)

@@ -67,7 +67,6 @@ def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
     params["train"].update(TINY_TRAIN)
     params["models"] = models
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dest / "data/images").mkdir(parents=True, exist_ok=True)  # as `make setup` does
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")
     # DVCLive refuses to run in a repository without a commit.

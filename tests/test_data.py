@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from cnnpipe.data import fashion_mnist
+from cnnpipe.data.download import DownloadLimits
 from cnnpipe.data.prepare import Split, data_card, prepare_splits
 from cnnpipe.core.errors import DataError
+
+
+LIMITS = DownloadLimits(max_bytes=2**20, stall_seconds=10, deadline_seconds=30)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -75,7 +79,7 @@ def http_server(fake_dataset):
 
 def test_local_files_are_used_when_complete(fake_dataset, tmp_path):
     folder, arrays = fake_dataset
-    raw = fashion_mnist.load_fashion_mnist(folder, "http://127.0.0.1:9/", tmp_path / "dl")
+    raw = fashion_mnist.load_fashion_mnist(folder, "http://127.0.0.1:9/", tmp_path / "dl", LIMITS)
     assert raw.source == f"local:{folder}"
     np.testing.assert_array_equal(raw.train_images, arrays["train_images"])
     assert not (tmp_path / "dl").exists()
@@ -83,7 +87,9 @@ def test_local_files_are_used_when_complete(fake_dataset, tmp_path):
 
 def test_download_from_local_http_server_verifies_checksums(fake_dataset, http_server, tmp_path):
     _, arrays = fake_dataset
-    raw = fashion_mnist.load_fashion_mnist(tmp_path / "missing", http_server, tmp_path / "dl")
+    raw = fashion_mnist.load_fashion_mnist(
+        tmp_path / "missing", http_server, tmp_path / "dl", LIMITS
+    )
     assert raw.source == f"download:{http_server}"
     np.testing.assert_array_equal(raw.test_labels, arrays["test_labels"])
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(
@@ -99,21 +105,27 @@ def test_download_with_wrong_checksum_is_refused_and_removed(
     table["train_labels"] = (name, "0" * 64)
     monkeypatch.setattr(fashion_mnist, "FILES", table)
     with pytest.raises(DataError, match="checksum mismatch"):
-        fashion_mnist.load_fashion_mnist(tmp_path / "missing", http_server, tmp_path / "dl")
+        fashion_mnist.load_fashion_mnist(
+            tmp_path / "missing", http_server, tmp_path / "dl", LIMITS
+        )
     assert not (tmp_path / "dl" / name).exists()
 
 
 def test_unreachable_server_fails_fast_with_clear_message(fake_dataset, tmp_path):
     with pytest.raises(DataError, match="download of http://127.0.0.1:9/.* failed"):
-        fashion_mnist.load_fashion_mnist(tmp_path / "missing", "http://127.0.0.1:9/", tmp_path / "dl")
-    assert not any((tmp_path / "dl").glob(".partial-*"))
+        fashion_mnist.load_fashion_mnist(
+            tmp_path / "missing", "http://127.0.0.1:9/", tmp_path / "dl", LIMITS
+        )
+    assert not (tmp_path / "dl").exists() or not list((tmp_path / "dl").iterdir())
 
 
 def test_debian_copy_matches_the_recorded_checksums():
     folder = Path("/usr/share/datasets/fashion-mnist")
     if not folder.is_dir():
         pytest.skip("dataset-fashion-mnist is not installed")
-    raw = fashion_mnist.load_fashion_mnist(folder, "http://127.0.0.1:9/", Path("/nonexistent"))
+    raw = fashion_mnist.load_fashion_mnist(
+        folder, "http://127.0.0.1:9/", Path("/nonexistent"), LIMITS
+    )
     assert raw.train_images.shape == (60000, 28, 28)
     assert raw.test_images.shape == (10000, 28, 28)
     assert np.bincount(raw.test_labels).tolist() == [1000] * 10

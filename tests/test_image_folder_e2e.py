@@ -56,7 +56,8 @@ def repo(tmp_path_factory):
             size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
             draw(kind, size, rng).save(folder / f"{i:03d}.jpg", quality=90)
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["data"].update({"source": "image_folder", "train_limit": 0, "test_limit": 0})
+    params["data"].update({"source": "image_folder", "input": "data/images", "train_limit": 0,
+                           "test_limit": 0})
     # No `channels` anywhere: RGB photos must stay RGB by themselves.
     params["data"]["images"].update({"image_size": [32, 32]})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -208,6 +208,15 @@ def with_changes(changes: dict):
         ({"data.archive.sha256": "abc"}, "data.archive.sha256: string should match pattern"),
         ({"data.archive.max_extracted_mb": 0}, "data.archive.max_extracted_mb: input should be greater than 0; got 0"),
         ({"data.image_folder.pth": "x"}, "unknown key `data.image_folder.pth` in params.yaml (did you mean `path`?)"),
+        ({"data.source": "image_folder"}, "data: input must be `data/images` (image_folder.path) "
+         "when source is image_folder, so that dvc status sees it change; got `resolved/prepare.json`"),
+        ({"data.source": "archive", "data.archive.path_or_url": "pets.zip", "data.input": "data/images"},
+         "data: input must be `pets.zip` (archive.path_or_url) when source is archive"),
+        ({"data.input": "data/images"}, "data: input must be `resolved/prepare.json`: source "
+         "fashion_mnist has no local input, and prepare must not depend on `data/images`"),
+        ({"data.download.max_mb": 0}, "data.download.max_mb: input should be greater than 0; got 0"),
+        ({"data.download.stall_seconds": -1}, "data.download.stall_seconds: input should be greater than 0"),
+        ({"data.download.deadline_seconds": "1h"}, "data.download.deadline_seconds: input should be a valid number"),
     ],
 )
 def test_bad_data_source_params_stop_with_one_line(changes, message):
@@ -231,6 +240,19 @@ def test_data_source_params_are_typed():
     assert params.data.test_fraction == 0.2
     assert params.data.archive.max_members == 200_000
     assert parse_params(DEFAULTS).data.classes is None
+
+
+def test_data_input_names_the_local_input_of_the_active_source():
+    folder = parse_params(with_changes(
+        {"data.source": "image_folder", "data.image_folder.path": "photos", "data.input": "./photos/"}
+    ))
+    assert folder.data.input == "./photos/"  # the same path, written another way
+    archive = with_changes({"data.source": "archive", "data.archive.path_or_url": "/srv/pets.tgz",
+                            "data.input": "/srv/pets.tgz"})
+    assert parse_params(archive).data.download.max_mb == 4096
+    url = with_changes({"data.source": "archive", "data.archive.sha256": "ab" * 32,
+                        "data.archive.path_or_url": "https://example.org/pets.tgz"})
+    assert parse_params(url).data.input == "resolved/prepare.json"  # its sha256 is a setting
 
 
 def test_overrides_set_nested_keys_and_refuse_missing_sections():

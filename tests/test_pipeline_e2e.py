@@ -160,3 +160,53 @@ def test_a_removed_variant_leaves_no_metrics_plots_or_leaderboard_row(repo):
     assert not [plot for plot in shown["data"] if "augmented_cnn" in plot]
     assert not (repo / "models/augmented_cnn").exists()
     assert "up to date" in dvc(repo, "status").stdout
+
+
+def _wait_for_queue(repo, timeout_s: float = 300) -> str:
+    """`dvc queue status` once nothing is queued or running."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+
+
+def test_queued_and_temp_experiments_run_in_a_fresh_clone(tmp_path_factory):
+    """Queued and --temp experiments run in a checkout of what git tracks: no `make`, no
+    data/images, only the committed code and what a DVC remote holds."""
+    from pipeline_repo import ONE_TINY_VARIANT, committed_tiny_repo, run
+
+    origin = committed_tiny_repo(tmp_path_factory, ONE_TINY_VARIANT, "exp_origin")
+    clone = tmp_path_factory.mktemp("exp_clone") / "repo"
+    run(clone.parent, "git", "clone", "-q", str(origin), str(clone))
+    # A DVC 3 cache folder has a local remote's layout: it stands in for `dvc remote`.
+    dvc(clone, "remote", "add", "-d", "origin", str(origin / ".dvc/cache"))
+    dvc(clone, "pull")
+    assert not (clone / "data/images").exists()
+
+    # Params chosen to re-run only cheap stages: every experiment still has DVC check every
+    # stage's deps in its temporary checkout, which is where a missing folder failed.
+    for sort_by in ("macro_f1", "loss"):
+        dvc(clone, "exp", "run", "--queue", "-S", f"compare.sort_by={sort_by}")
+    dvc(clone, "queue", "start", "-j", "1")
+    try:
+        status = _wait_for_queue(clone)
+    finally:
+        dvc(clone, "queue", "stop", check=False)
+    logs = dvc(clone, "queue", "logs", "-h", check=False).stdout
+    assert status.count("Success") == 2, status + logs
+    # prepare itself runs here (new settings), and writes the same data as before.
+    out = dvc(clone, "exp", "run", "--temp", "-S", "data.download.max_mb=100").stdout
+    assert "Running stage 'prepare'" in out
+    assert "Running stage 'train@simple_cnn'" not in out
+
+    rows = list(csv.DictReader(dvc(clone, "exp", "show", "--csv").stdout.splitlines()))
+    experiments = [row for row in rows if row["Experiment"]]
+    assert len(experiments) == 3, rows
+    assert {row["compare.sort_by"] for row in experiments} == {"macro_f1", "loss", "accuracy"}
+    assert {row["data.download.max_mb"] for row in experiments} == {"4096", "100"}
+    assert all(row["accuracy"] for row in experiments), rows

@@ -38,7 +38,8 @@ def digits_repo(tmp_path_factory):
     write_digits_folder(path / "data/images")
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["train"] = defaults["train"]
-    params["data"].update({"source": "image_folder", "train_limit": 0, "test_limit": 0})
+    params["data"].update({"source": "image_folder", "input": "data/images", "train_limit": 0,
+                           "test_limit": 0})
     params["data"]["images"].update({"image_size": [32, 32]})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(path, "git", "add", "-A")

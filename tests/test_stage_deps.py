@@ -301,3 +301,52 @@ def test_a_hand_written_exponent_is_a_number_as_dvc_reads_it(reproduced_repo):
     finally:
         params_file.write_text(good)
         dvc(reproduced_repo, "repro", "-s", "params")
+
+
+# --- prepare depends on the active source's local input, and on nothing unused -----------
+
+
+def _tar_of_pngs(path: Path, seed: int) -> Path:
+    """A real .tar.gz of two classes of small random PNGs; ``seed`` changes every pixel."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("cat", "dog"):
+            for i in range(12):
+                buffer = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), np.uint8)).save(buffer, "PNG")
+                info = tarfile.TarInfo(f"pets/{name}/{i}.png")
+                info.size = len(buffer.getvalue())
+                tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    return path
+
+
+@pytest.mark.slow
+def test_an_archive_replaced_in_place_marks_prepare_changed(tmp_path):
+    import json
+
+    from pipeline_repo import ONE_TINY_VARIANT, dvc, make_tiny_repo, run
+
+    repo = make_tiny_repo(tmp_path / "repo", ONE_TINY_VARIANT)
+    archive = _tar_of_pngs(tmp_path / "pets.tar.gz", seed=0)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"].update({"source": "archive", "input": str(archive), "min_images_per_class": 1})
+    params["data"]["archive"]["path_or_url"] = str(archive)
+    params["data"]["images"]["image_size"] = [8, 8]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(repo, "git", "commit", "-qam", "a local archive")
+    dvc(repo, "repro", "prepare")
+    assert "prepare" not in _changed_stages(repo)
+    first = (repo / "data/prepared/data_card.json").read_text()
+
+    _tar_of_pngs(archive, seed=1)  # same path, other images; no sha256 set
+    status = json.loads(dvc(repo, "status", "--json").stdout)
+    assert {"changed deps": {str(archive): "modified"}} in status["prepare"]
+    assert "Running stage 'prepare'" in dvc(repo, "repro", "prepare").stdout
+    assert (repo / "data/prepared/data_card.json").read_text() != first  # the new images
+    assert not (repo / "data/images").exists()  # the unused source was never needed

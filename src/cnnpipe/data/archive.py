@@ -16,20 +16,16 @@ import posixpath
 import re
 import shutil
 import stat
-import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 from cnnpipe.core.errors import DataError
+from cnnpipe.data.download import DownloadLimits, download
 
-DOWNLOAD_TIMEOUT_S = 30
 CHUNK_BYTES = 1 << 20
 # Written last into an extracted folder: its presence means the extraction completed.
 COMPLETE_MARKER = ".cnnpipe-extracted"
@@ -55,71 +51,9 @@ def verify_sha256(path: Path, expected: str | None) -> str:
     return actual
 
 
-class _Progress:
-    """Progress on stderr: a live line on a terminal, a line per 10% in logs (dvc repro)."""
-
-    def __init__(self, label: str, total: int | None, stream: IO[str]):
-        self.label, self.total, self.stream = label, total, stream
-        self.live = stream.isatty()
-        self.done = 0
-        self.last_step = -1
-        self.last_time = 0.0
-
-    def update(self, amount: int) -> None:
-        self.done += amount
-        if self.total:
-            step = min(10, self.done * 10 // self.total)
-            now = time.monotonic()
-            if self.live and now - self.last_time >= 0.2:
-                self.last_time = now
-                self._write(f"\r{self._text()}", end="")
-            elif not self.live and step > self.last_step:
-                self.last_step = step
-                self._write(self._text())
-        elif not self.live and self.done // (50 * CHUNK_BYTES) > self.last_step:
-            self.last_step = self.done // (50 * CHUNK_BYTES)
-            self._write(self._text())
-
-    def finish(self) -> None:
-        if self.live:
-            self._write(f"\r{self._text()}")
-
-    def _text(self) -> str:
-        mb = self.done / 1e6
-        if self.total:
-            percent = 100 * self.done // self.total
-            return f"{self.label}: {mb:.1f} / {self.total / 1e6:.1f} MB ({percent}%)"
-        return f"{self.label}: {mb:.1f} MB"
-
-    def _write(self, text: str, end: str = "\n") -> None:
-        print(text, end=end, file=self.stream, flush=True)
-
-
-def download_with_progress(
-    url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S, stream: IO[str] | None = None
-) -> None:
-    """Download ``url`` to ``destination`` atomically, reporting progress to stderr."""
-    stream = sys.stderr if stream is None else stream
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            progress = _Progress(
-                f"downloading {url}", int(length) if length and length.isdigit() else None, stream
-            )
-            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                out.write(chunk)
-                progress.update(len(chunk))
-            progress.finish()
-        os.replace(tmp_name, destination)
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise DataError(f"download of {url} failed: {reason}") from None
-
-
-def fetch_archive(location: str, sha256: str | None, download_dir: Path) -> tuple[Path, str]:
+def fetch_archive(
+    location: str, sha256: str | None, download_dir: Path, limits: DownloadLimits
+) -> tuple[Path, str]:
     """A verified local archive file and its sha256.
 
     URLs are downloaded once into ``download_dir`` under their checksum, so a later run (or
@@ -137,7 +71,7 @@ def fetch_archive(location: str, sha256: str | None, download_dir: Path) -> tupl
                 return cached, verify_sha256(cached, expected)
             except DataError:
                 cached.unlink()
-        download_with_progress(location, cached)
+        download(location, cached, limits)
         try:
             return cached, verify_sha256(cached, expected)
         except DataError:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnpipe.core.errors import DataError
+from cnnpipe.data.download import DownloadLimits, download
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -54,7 +50,6 @@ FILES = {
 }
 
 LICENSE = "MIT (Zalando Research)"
-DOWNLOAD_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True)
@@ -100,21 +95,9 @@ def _read_verified(path: Path, expected_sha256: str) -> bytes:
     return content
 
 
-def download_file(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Download ``url`` to ``destination`` atomically: a failed download leaves nothing behind."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
-        os.replace(tmp_name, destination)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
-        raise DataError(f"download of {url} failed: {reason}") from None
-
-
-def locate_files(local_dir: Path, url: str, download_dir: Path) -> tuple[dict[str, Path], str]:
+def locate_files(
+    local_dir: Path, url: str, download_dir: Path, limits: DownloadLimits
+) -> tuple[dict[str, Path], str]:
     """Paths of the four files: the local copy if complete, else downloaded into download_dir."""
     local = {key: local_dir / name for key, (name, _) in FILES.items()}
     if all(p.is_file() for p in local.values()):
@@ -122,12 +105,14 @@ def locate_files(local_dir: Path, url: str, download_dir: Path) -> tuple[dict[st
     cached = {key: download_dir / name for key, (name, _) in FILES.items()}
     for key, path in cached.items():
         if not path.is_file():
-            download_file(url.rstrip("/") + "/" + path.name, path)
+            download(url.rstrip("/") + "/" + path.name, path, limits)
     return cached, f"download:{url}"
 
 
-def load_fashion_mnist(local_dir: Path, url: str, download_dir: Path) -> RawSplits:
-    paths, source = locate_files(local_dir, url, download_dir)
+def load_fashion_mnist(
+    local_dir: Path, url: str, download_dir: Path, limits: DownloadLimits
+) -> RawSplits:
+    paths, source = locate_files(local_dir, url, download_dir, limits)
     arrays = {}
     for key, (name, sha256) in FILES.items():
         try:

@@ -17,6 +17,7 @@ import numpy as np
 from cnnpipe.data import archive as archive_lib
 from cnnpipe.data import fashion_mnist
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
+from cnnpipe.data.download import DownloadLimits
 from cnnpipe.data.folders import DecodeOutcome, iter_decode_files, scan_image_folder
 from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits
 from cnnpipe.data.spool import Spool
@@ -98,7 +99,8 @@ def load_source(data_cfg, spool_dir: str | Path | None = None) -> LoadedSource:
     if source == "fashion_mnist":
         cfg = data_cfg.fashion_mnist
         raw = fashion_mnist.load_fashion_mnist(
-            Path(cfg.local_dir), cfg.url, Path(cfg.download_dir)
+            Path(cfg.local_dir), cfg.url, Path(cfg.download_dir),
+            DownloadLimits.from_settings(data_cfg.download),
         )
         return _from_arrays(
             data_cfg,
@@ -139,7 +141,8 @@ def load_source(data_cfg, spool_dir: str | Path | None = None) -> LoadedSource:
     if source == "archive":
         cfg = data_cfg.archive
         archive_path, digest = archive_lib.fetch_archive(
-            cfg.path_or_url, cfg.sha256, Path(cfg.download_dir)
+            cfg.path_or_url, cfg.sha256, Path(cfg.download_dir),
+            DownloadLimits.from_settings(data_cfg.download),
         )
         extraction = archive_lib.extract_archive(
             archive_path,

@@ -8,6 +8,7 @@ is refused in well under a second, before any stage has done work.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,6 +86,30 @@ class Archive(Section):
         return self
 
 
+class Download(Section):
+    """Limits on every download (an archive URL, Fashion-MNIST without Debian's files)."""
+
+    max_mb: PositiveInt = 4096  # announced or received: more is refused before filling a disk
+    stall_seconds: PositiveFloat = 60.0  # under 64 KiB in this long: a stuck server
+    deadline_seconds: PositiveFloat = 3600.0  # the whole download, however it trickles
+
+
+# What data.input names when the source has no local input of its own (fashion_mnist, the
+# Keras loaders, an archive URL): prepare's settings file, already among its deps, which
+# holds the archive URL's sha256; Fashion-MNIST's checksums are in prepare's code.
+NO_LOCAL_INPUT = "resolved/prepare.json"
+
+
+def _expected_input(data) -> tuple[str, str] | None:
+    """(the path data.input must name, where it comes from), or None for no local input."""
+    if data.source == "image_folder":
+        return data.image_folder.path, "image_folder.path"
+    location = data.archive.path_or_url
+    if data.source == "archive" and location and "://" not in location:
+        return location, "archive.path_or_url"
+    return None
+
+
 class Data(Section):
     source: Literal[
         "fashion_mnist", "image_folder", "archive", "mnist", "cifar10", "cifar100"
@@ -103,6 +128,10 @@ class Data(Section):
     images: Images = Images()
     image_folder: ImageFolder = ImageFolder()
     archive: Archive = Archive()
+    download: Download = Download()
+    # prepare's dependency on the data (dvc.yaml reads it: it cannot choose from `source`).
+    # None (only when built in Python, never from params.yaml) skips the check below.
+    input: Name | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -114,6 +143,24 @@ class Data(Section):
             raise ValueError(
                 f"val_fraction + test_fraction must be < 1, got "
                 f"{self.val_fraction} + {self.test_fraction}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _input_is_the_sources(self):
+        if self.input is None:
+            return self
+        expected = _expected_input(self)
+        if expected is None:
+            if os.path.normpath(self.input) != NO_LOCAL_INPUT:
+                raise ValueError(
+                    f"input must be `{NO_LOCAL_INPUT}`: source {self.source} has no local "
+                    f"input, and prepare must not depend on `{self.input}`"
+                )
+        elif os.path.normpath(self.input) != os.path.normpath(expected[0]):
+            raise ValueError(
+                f"input must be `{expected[0]}` ({expected[1]}) when source is {self.source}, "
+                f"so that dvc status sees it change; got `{self.input}`"
             )
         return self
 
