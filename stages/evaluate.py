@@ -1,6 +1,7 @@
 """Stage evaluate@<variant>: test-set metrics, plot tables and diagnostic figures.
 
-settings: none; the saved model and its card (written by train@<variant>) hold all it needs
+settings: resolved/evaluate.json (test-time augmentation); the saved model and its card
+(written by train@<variant>) hold everything about the model
 """
 
 import sys
@@ -29,6 +30,7 @@ from cnnpipe.evaluate.figures import (
     plot_reliability_diagram,
 )
 from cnnpipe.core.runner import run
+from cnnpipe.core.settings import read_settings
 from cnnpipe.core.shards import ShardSet
 
 GALLERY = 16  # images per figure: enough to spot patterns, few enough to read the titles
@@ -42,9 +44,10 @@ PLOT_TABLES = {
 def main(variant_name: str) -> None:
     from cnnpipe.evaluate.diagnostics import feature_maps, find_gradcam_layer, gradcam_heatmaps
     from cnnpipe.evaluate.inference import (
-        INFERENCE_BATCH, load_trained_model, measure_latency, predict_outputs,
+        INFERENCE_BATCH, load_trained_model, measure_latency, mirrored, predict_outputs,
     )
 
+    settings = read_settings(layout.resolved("evaluate")).evaluate
     card = read_json(layout.model_card(variant_name))
     names = card["class_names"]
     test = ShardSet(layout.split_dir("test"))
@@ -58,6 +61,11 @@ def main(variant_name: str) -> None:
     metrics = extended_metrics(labels, outputs, names)
     # Trainable counts depend on the training phase; metrics/train/<variant>.json has them.
     metrics["total_params"] = model.count_params()
+    metrics["tta"] = settings.tta
+    if settings.tta == "horizontal_flip":
+        mirror = predict_outputs(model, mirrored(test.dataset(INFERENCE_BATCH)))
+        averaged = as_class_probabilities((outputs + mirror) / 2)
+        metrics["tta_accuracy"] = float(np.mean(averaged.argmax(axis=1) == labels))
     headline, detail = split_headline(metrics)
     write_json(layout.eval_metrics(variant_name), headline)
     write_json(layout.evaluation_detail(variant_name), detail)

@@ -77,3 +77,21 @@ def test_unreadable_predictions_are_one_clear_error(tmp_path):
     broken.write_bytes(b"not numpy")
     with pytest.raises(DataError, match="cannot read predictions"):
         read_predictions(broken)
+
+
+def test_mirrored_batches_flip_each_image_left_to_right_and_keep_the_labels(tmp_path):
+    """Real, asymmetric images (digits): the mirror is np.fliplr of each, labels untouched."""
+    from sklearn.datasets import load_digits
+
+    from cnnpipe.core.shards import write_arrays
+    from cnnpipe.evaluate.inference import mirrored
+
+    digits = load_digits()
+    images = np.round(digits.images[:20] * 255 / 16).astype(np.uint8)[..., None]
+    split = write_arrays(tmp_path / "test", images, digits.target[:20])
+    batches = list(mirrored(split.dataset(8)))
+    flipped = np.concatenate([b[0].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(flipped, images[:, :, ::-1])
+    np.testing.assert_array_equal(labels, digits.target[:20])
+    assert not np.array_equal(flipped, images)

@@ -48,7 +48,9 @@ def test_repro_writes_metrics_and_plots(repo):
     assert metrics["accuracy"] == pytest.approx(hits / 200)
     assert set(metrics["per_class"]) == set(json.loads(
         (repo / "data/prepared/data_card.json").read_text())["class_names"])
-    for key in ("top3_accuracy", "weighted_f1", "balanced_accuracy", "ece"):
+    # params.yaml's test-time augmentation, reported apart from the plain accuracy.
+    assert metrics["tta"] == "horizontal_flip"
+    for key in ("top3_accuracy", "weighted_f1", "balanced_accuracy", "ece", "tta_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0, key
     labels, predicted = np.load(repo / "reports/predictions/simple_cnn.npy").T
     assert len(labels) == 200 and np.mean(labels == predicted) == pytest.approx(metrics["accuracy"])

@@ -8,6 +8,8 @@ COLUMNS = (
     # Beside accuracy: on imbalanced classes a model that ignores the rare ones still
     # scores high accuracy, but not high balanced accuracy (mean per-class recall).
     ("balanced_accuracy", "balanced accuracy", "{:.4f}"),
+    # Test-time augmentation (evaluate.tta), apart from the plain accuracy; n/a when off.
+    ("tta_accuracy", "accuracy with TTA", "{:.4f}"),
     ("macro_f1", "macro-F1", "{:.4f}"),
     ("loss", "test loss", "{:.4f}"),
     ("total_params", "parameters", "{:,}"),

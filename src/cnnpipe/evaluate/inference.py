@@ -30,6 +30,13 @@ def predict_outputs(model, images, batch_size: int = INFERENCE_BATCH) -> np.ndar
     return np.asarray(model.predict(images, verbose=0))
 
 
+def mirrored(dataset):
+    """The batches of ``dataset`` (images first) with every image flipped left to right."""
+    import tensorflow as tf
+
+    return dataset.map(lambda images, *rest: (tf.reverse(images, axis=[2]), *rest))
+
+
 def measure_latency(model, one_image: np.ndarray, repeats: int = 20) -> float:
     """Median seconds to classify a single image: what an interactive caller waits."""
     import time

@@ -44,6 +44,9 @@ def resolved_configs(params: Params) -> dict[str, dict[str, Any]]:
         str(layout.resolved("preprocess")): {
             "preprocess": params.preprocess.model_dump(mode="json"),
         },
+        str(layout.resolved("evaluate")): {
+            "evaluate": params.evaluate.model_dump(mode="json"),
+        },
         str(layout.resolved("compare")): {
             "compare": params.compare.model_dump(mode="json"),
             "variants": {

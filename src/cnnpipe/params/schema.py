@@ -193,6 +193,12 @@ class Train(Recipe):
     class_weight: Literal["none", "balanced"] = "none"
 
 
+class Evaluate(Section):
+    # Test-time augmentation: the mean of the outputs for each image and its mirror image,
+    # reported as tta_accuracy beside the plain accuracy (which never uses it).
+    tta: Literal["none", "horizontal_flip"] = "none"
+
+
 class Compare(Section):
     sort_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "loss"] = "accuracy"
 
@@ -207,6 +213,7 @@ class Params(BaseModel):
     preprocess: Preprocess = Preprocess()
     train: Train = Train()
     models: dict[str, Variant]
+    evaluate: Evaluate = Evaluate()
     compare: Compare = Compare()
 
     def variant(self, name: str) -> Variant:
@@ -217,8 +224,11 @@ class Params(BaseModel):
         return self.models[name]
 
 
-SECTIONS = ("seed", "data", "preprocess", "train", "models", "compare")
-SECTION_MODELS = {"data": Data, "preprocess": Preprocess, "train": Train, "compare": Compare}
+SECTIONS = ("seed", "data", "preprocess", "train", "models", "evaluate", "compare")
+SECTION_MODELS = {
+    "data": Data, "preprocess": Preprocess, "train": Train, "evaluate": Evaluate,
+    "compare": Compare,
+}
 
 
 def read_yaml(path: str | Path) -> Any:
