@@ -9,7 +9,8 @@ the fitted bytes of peak RSS per extra image (the slope between the sizes):
     python bench/scale.py [--sizes 5000,20000] [--image-size 224] [--workdir DIR] [--train]
 
 ``--train`` also runs ``train@simple_cnn`` for one epoch at a fixed batch size (it needs a
-train stage that reads the shards). ``--reader`` instead times a pass of the shard reader's
+train stage that reads the shards); ``--train-images N`` trains that epoch on N labelled
+images at every size, the same number of steps, for a machine too slow for whole epochs. ``--reader`` instead times a pass of the shard reader's
 tf.data pipeline over Fashion-MNIST's 54,000 training images against
 ``from_tensor_slices(array).shuffle(54000).batch(128)``.
 
@@ -136,7 +137,8 @@ def link_subset(source: Path, target: Path, count: int) -> None:
 # --- the pipeline copy -------------------------------------------------------------------
 
 
-def make_repo(target: Path, images: Path, image_size: int, train: bool) -> None:
+def make_repo(target: Path, images: Path, image_size: int, train: bool,
+              train_images: int = 0) -> None:
     import yaml
 
     shutil.rmtree(target, ignore_errors=True)
@@ -162,6 +164,9 @@ def make_repo(target: Path, images: Path, image_size: int, train: bool) -> None:
         params["train"]["min_steps_per_epoch"] = 0
         params["models"]["simple_cnn"]["batch_size"] = TRAIN_BATCH_SIZE
         params["models"]["simple_cnn"]["epochs"] = 1
+        # The same number of training steps at every size (0: the whole split), so that a
+        # growth in peak memory comes from the data set's size, not from a longer epoch.
+        params["models"]["simple_cnn"]["train_images"] = train_images
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -185,7 +190,8 @@ def disk_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def run_sizes(sizes: list[int], image_size: int, workdir: Path, train: bool) -> list[dict]:
+def run_sizes(sizes: list[int], image_size: int, workdir: Path, train: bool,
+              train_images: int = 0) -> list[dict]:
     if not Path("/usr/bin/time").exists():
         raise SystemExit("needs GNU time: apt-get update && apt-get install -y time")
     largest = max(sizes)
@@ -206,7 +212,7 @@ def run_sizes(sizes: list[int], image_size: int, workdir: Path, train: bool) -> 
             images = workdir / f"images-{count}"
             link_subset(workdir / f"images-{largest}", images, count)
         repo = workdir / f"repo-{count}"
-        make_repo(repo, images, image_size, train)
+        make_repo(repo, images, image_size, train, train_images)
         timed_stage(repo, ["stages/params.py"])
         for name, args, output in stages:
             measured = timed_stage(repo, args)
@@ -295,6 +301,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--train", action="store_true", help="also time train@simple_cnn")
+    parser.add_argument("--train-images", type=int, default=0,
+                        help="with --train: train on this many labelled images at every size "
+                             "(the same steps everywhere; default 0, the whole split)")
     parser.add_argument("--reader", action="store_true", help="time the tf.data reader instead")
     parser.add_argument("--keep", action="store_true", help="keep the generated images")
     args = parser.parse_args()
@@ -305,7 +314,7 @@ def main() -> None:
             reader_throughput(workdir)
             return
         sizes = [int(s) for s in args.sizes.split(",") if s]
-        rows = run_sizes(sizes, args.image_size, workdir, args.train)
+        rows = run_sizes(sizes, args.image_size, workdir, args.train, args.train_images)
         print_table(rows, args.image_size)
     finally:
         if not args.keep and args.workdir is None:
