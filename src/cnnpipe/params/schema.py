@@ -15,7 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
 
 from cnnpipe.core.errors import ConfigError
+from cnnpipe.params.memory import check_training_memory
 from cnnpipe.params.architectures import (
+    ImageSide,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -48,9 +50,7 @@ class FashionMnist(Section):
 class Images(Section):
     """How image files (image_folder, archive sources) become uint8 records of one size."""
 
-    image_size: tuple[
-        Annotated[int, Strict(), Field(ge=8)], Annotated[int, Strict(), Field(ge=8)]
-    ] = (64, 64)  # [height, width]
+    image_size: tuple[ImageSide, ImageSide] = (64, 64)  # [height, width]
     # null follows the data: 1 when every decoded image is grayscale, else 3 (gray replicated).
     channels: Literal[1, 3] | None = None
     crop_to_aspect_ratio: Annotated[bool, Strict()] = False
@@ -112,7 +112,7 @@ class Data(Section):
 
 
 class Preprocess(Section):
-    image_size: Annotated[int, Strict(), Field(ge=8)] | None = None  # null keeps the size
+    image_size: ImageSide | None = None  # null keeps the size
     # null keeps the prepared channels; 1 or 3 converts (luma / replication) inside the model.
     channels: Literal[1, 3] | None = None
     normalization: Literal["unit", "symmetric", "standardize"] = "unit"
@@ -136,6 +136,10 @@ class Train(Section):
     min_images_seen: NonNegativeInt = 30_000
     # balanced: sklearn's n / (k * count) weights, for imbalanced classes (medical scans).
     class_weight: Literal["none", "balanced"] = "none"
+    # A variant whose estimated training memory (cnnpipe.params.memory) exceeds this is
+    # refused before any stage runs, instead of being OOM-killed mid-epoch. null: this
+    # machine's memory, read when params load. A check, not a setting: no stage reads it.
+    max_memory_gb: PositiveFloat | None = None
 
 
 class Compare(Section):
@@ -203,9 +207,11 @@ def parse_params(raw: Any) -> Params:
     # None for a section (a YAML key with nothing below it) means "all defaults".
     sections = {key: value for key, value in sections.items() if value is not None or key == "seed"}
     try:
-        return Params(models=variants, **sections)
+        params = Params(models=variants, **sections)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, "")) from None
+    check_training_memory(params)
+    return params
 
 
 def _parse_variant(name: Any, spec: Any) -> Variant:
