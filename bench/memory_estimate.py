@@ -1,10 +1,11 @@
 """The params stage's training-memory estimate against the peak RSS of real training steps.
 
 Each case runs in a fresh process: build the variant as params.yaml sets it (RGB input at the
-given size, no resize), two training steps on one random batch, then the process's peak
-resident memory (getrusage). Numbers go to bench/RESULTS.md. About a minute on 2 cores.
+given size, no resize; MobileNet set to work at that size too), two training steps on one
+random batch, then the process's peak resident memory (getrusage). Numbers go to
+bench/RESULTS.md. A few minutes on 2 cores; an argument runs only the variants naming it.
 
-    PYTHONPATH=src python bench/memory_estimate.py
+    PYTHONPATH=src python bench/memory_estimate.py [mobilenet]
 """
 
 import json
@@ -22,11 +23,14 @@ CASES = [  # (variant in params.yaml, image side, batch)
 CLASSES = 10
 
 
-def variant(name):
+def variant(name, side):
     from cnnpipe.params import load_params
 
     spec = load_params("params.yaml").models[name]
-    return spec.architecture, spec.hyperparameters()
+    hp = spec.hyperparameters()
+    if "image_size" in hp:  # MobileNet resizes to its own size: make that the case's
+        hp["image_size"] = side
+    return spec.architecture, hp
 
 
 def measure(name, side, batch):
@@ -36,7 +40,7 @@ def measure(name, side, batch):
     from cnnpipe.models import build_model
     from cnnpipe.models.layers import classification_head_loss
 
-    architecture, hp = variant(name)
+    architecture, hp = variant(name, side)
     model = build_model(architecture, (side, side, 3), CLASSES, **hp)
     model.compile(optimizer="adam", loss=classification_head_loss(CLASSES))
     rng = np.random.default_rng(0)
@@ -52,10 +56,12 @@ def main():
     print("| variant | image | batch | estimate (GB) | peak RSS (GB) | estimate / measured |")
     print("|---|---|---:|---:|---:|---:|")
     for name, side, batch in CASES:
+        if sys.argv[1:] and sys.argv[1] not in name:
+            continue
         run = subprocess.run([sys.executable, __file__, json.dumps([name, side, batch])],
                              capture_output=True, text=True, check=True)
         measured = int(run.stdout.split()[-1]) / 1e9
-        architecture, hp = variant(name)
+        architecture, hp = variant(name, side)
         shape = (side, side, 3)
         estimate = training_memory(architecture, hp, shape, shape, batch, CLASSES).total / 1e9
         print(f"| {name} | {side}x{side}x3 | {batch} | {estimate:.2f} | {measured:.2f} | "
@@ -63,7 +69,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2:
+    if sys.argv[1:] and sys.argv[1].startswith("["):
         measure(*json.loads(sys.argv[1]))
     else:
         main()
