@@ -526,3 +526,27 @@ def test_batchnorm_statistics_settle_within_a_small_data_set(name, tmp_path):
             layer.momentum == 0.999
             for layer in pretrained.layers if isinstance(layer, keras.layers.BatchNormalization)
         )
+
+
+def test_the_params_memory_estimate_walks_the_layers_the_builders_build():
+    """cnnpipe.params.memory walks each architecture on paper, without TensorFlow; the same
+    parameter count as the built model shows that walk follows the builders' layers."""
+    from pathlib import Path
+
+    from cnnpipe.params import load_params
+    from cnnpipe.params.memory import _Walk, _trunk
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    shape = (36, 44, 3)  # not square, not the default: a wrong size formula shows
+    for name, variant in params.models.items():
+        hp = variant.hyperparameters()
+        if "weights" in hp:
+            hp["weights"] = "none"  # the same network; pretraining is the train stage's
+        if hp.get("augmentation"):
+            hp["augmentation"] = {"seed": 0, **hp["augmentation"]}
+        model = build_model(variant.architecture, shape, 10, **hp)
+        side = hp.get("image_size")
+        walk = _Walk(*((side, side, 3) if side else shape))
+        _trunk(walk, variant.architecture, hp)
+        walk.head(10)
+        assert walk.params == model.count_params(), name

@@ -279,3 +279,82 @@ def test_readme_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
             variant, "fine_tune_epochs", 0)
         assert target_epochs >= 30, name
         assert variant.train_images == 0, name
+
+
+# --- bounds on sizes and memory: refused at load, never an OOM kill in a later stage -------
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"preprocess.image_size": 10000},
+         "preprocess.image_size: input should be less than or equal to 2048; got 10000"),
+        ({"data.source": "image_folder", "data.images.image_size": [10000, 10000]},
+         "data.images.image_size[0]: input should be less than or equal to 2048; got 10000"),
+        ({"models.mobilenet_transfer.image_size": 4096},
+         "models.mobilenet_transfer.image_size: input should be less than or equal to 2048"),
+        # Each size passes on its own; the batch at that size does not fit.
+        ({"preprocess.image_size": 1024, "train.max_memory_gb": 64},
+         "models.simple_cnn: training needs about 102.6 GB (batch 128 at 1024x1024x1: "
+         "activations 97.1 GB, weights and Adam state 4.2 GB), over the 64.0 GB of "
+         "train.max_memory_gb; lower batch_size, the image size or the widths"),
+        ({"models.overfit_cnn.filters": [512, 512], "models.overfit_cnn.batch_size": 4096,
+          "train.max_memory_gb": 16}, "models.overfit_cnn: training needs about 35.6 GB"),
+        ({"train.max_memory_gb": 1}, "over the 1.0 GB of train.max_memory_gb"),
+        ({"train.max_memory_gb": 0}, "train.max_memory_gb: input should be greater than 0"),
+    ],
+)
+def test_sizes_and_memory_beyond_bounds_are_refused_in_one_line(changes, message):
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_changes(changes))
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_the_memory_limit_defaults_to_this_machine_and_stays_out_of_resolved_settings():
+    from cnnpipe.params import resolved_configs
+
+    big = with_changes({"preprocess.image_size": 2048})  # about 400 GB
+    with pytest.raises(ConfigError, match=r"of this machine's memory \(train.max_memory_gb: null\)"):
+        parse_params(big)
+    # An explicit limit lets the same file through, and the resolved train settings (what
+    # train@ stages depend on) do not change with it or with the machine.
+    big["train"]["max_memory_gb"] = 1e6
+    configs = resolved_configs(parse_params(big))
+    assert "max_memory_gb" not in configs["resolved/train/simple_cnn.json"]["train"]
+
+
+def test_the_memory_estimate_follows_batch_size_and_image_size():
+    from cnnpipe.params.memory import training_memory
+
+    hp = parse_params(DEFAULTS).models["simple_cnn"].hyperparameters()
+
+    def total(side, batch):
+        return training_memory("simple_cnn", hp, (side, side, 3), (side, side, 3), batch, 10).total
+
+    assert total(224, 128) > total(224, 32) > total(112, 32) > total(28, 32)
+    # Activations dominate at size: four times the pixels, about four times the memory.
+    growth = (total(448, 32) - total(28, 32)) / (total(224, 32) - total(28, 32))
+    assert 3.5 < growth < 4.5
+    # A measured point (FACTS.md): simple_cnn at 224x224, batch 128, peaked at 4.9 GiB.
+    assert 0.5 < total(224, 128) / (4.9 * 2**30) < 3
+
+
+def test_bad_params_are_refused_by_the_stage_in_seconds_with_nothing_deleted(tmp_path):
+    import time
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_changes({
+        "data.source": "image_folder", "data.images.image_size": [10000, 10000]})))
+    resolved = tmp_path / "resolved" / "prepare.json"
+    resolved.parent.mkdir()
+    resolved.write_text("{}")  # a previous run's settings
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "params.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert time.perf_counter() - start < 5
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: data.images.image_size[0]: input should be less "
+                                     "than or equal to 2048; got 10000")
+    assert resolved.read_text() == "{}"

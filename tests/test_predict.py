@@ -49,6 +49,7 @@ def save_variant(models_dir, name, model, class_names, **extra):
         "class_names": class_names,
         "num_classes": len(class_names),
         "raw_image_shape": [28, 28, 1],
+        "image_loading": None,  # what a Fashion-MNIST run writes: no files were fitted
         "preprocessing": PREP,
         **extra,
     }
@@ -144,21 +145,61 @@ def test_other_sizes_and_colours_become_what_the_training_data_looked_like(in_re
     assert inputs.shape == (2, 28, 28, 1)
 
 
-def test_crop_setting_of_a_matching_data_card_is_used(in_repo, tmp_path):
+def copy_variant(repo, models_dir, name, **card_changes):
+    """models/tiny of the fixture repo copied to ``models_dir/name``, its card changed
+    (a value of ... deletes the key)."""
+    import shutil
+
+    folder = models_dir / name
+    shutil.copytree(repo["root"] / "models" / "tiny", folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    card.update(card_changes)
+    card = {key: value for key, value in card.items() if value is not ...}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_a_crop_trained_model_gets_cropped_input_without_any_data_card(repo, tmp_path):
     wide = np.zeros((28, 84, 1), np.uint8)
     wide[:, 28:56] = 255  # the centre square is white; stretching would average it away
     file = write_png(tmp_path / "wide.png", wide)
-    card = tmp_path / "data_card.json"
-    card.write_text(json.dumps({"class_names": CLASSES, "image_shape": [28, 28, 1],
-                                "image_loading": {"crop_to_aspect_ratio": True}}))
-    predictor = load_predictor("models", "tiny", data_card=card)
+    copy_variant(repo, tmp_path / "models", "cropped", image_loading={
+        "image_size": [28, 28], "channels": 1, "crop_to_aspect_ratio": True,
+        "resample": "bilinear"})
+    predictor = load_predictor(tmp_path / "models", "cropped", data_card=tmp_path / "none.json")
     assert predictor.crop_to_aspect_ratio
     _, inputs = classify_files(predictor, [file])
     np.testing.assert_array_equal(inputs[0], 255)
-    other = tmp_path / "other_card.json"
-    other.write_text(json.dumps({"class_names": ["a", "b", "c"], "image_shape": [28, 28, 1],
-                                 "image_loading": {"crop_to_aspect_ratio": True}}))
-    assert not load_predictor("models", "tiny", data_card=other).crop_to_aspect_ratio
+
+
+def test_a_data_card_never_decides_the_model_input(repo, tmp_path):
+    """The data card on disk may come from another run: its crop flag is not consulted."""
+    card = tmp_path / "data_card.json"
+    card.write_text(json.dumps({"class_names": CLASSES, "image_shape": [28, 28, 1],
+                                "image_loading": {"crop_to_aspect_ratio": True}}))
+    assert not load_predictor(repo["root"] / "models", "tiny", data_card=card).crop_to_aspect_ratio
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"image_loading": ...}, "model_card.json lacks image_loading; retrain the variant (dvc repro)"),
+    ({"raw_image_shape": ...}, "model_card.json lacks raw_image_shape; retrain the variant"),
+    ({"image_loading": {"image_size": [28, 28]}},
+     "model_card.json: image_loading must say crop_to_aspect_ratio (true or false); retrain"),
+    ({"image_loading": {"crop_to_aspect_ratio": False, "resample": "lanczos"}},
+     "image_loading.resample 'lanczos' is not the bilinear resize predict applies"),
+    ({"raw_image_shape": [100000, 100000, 3]},
+     "model_card.json: raw_image_shape [100000, 100000, 3] has a side over 2048 pixels"),
+])
+def test_a_card_lacking_or_misstating_the_input_decisions_is_refused_in_one_line(
+    repo, tmp_path, capsys, change, message
+):
+    copy_variant(repo, tmp_path / "models", "old", **change)
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, out, err = run_cli(capsys, "predict", file, "-m", "old",
+                             "--models-dir", tmp_path / "models")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
 
 
 # --- broken files -------------------------------------------------------------------------

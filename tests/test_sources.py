@@ -281,6 +281,19 @@ def test_missing_or_empty_folders_give_one_line(tmp_path):
         load_source(folder_config(tmp_path / "bad"))
 
 
+def test_an_absurd_image_size_is_refused_before_decoding(tmp_path):
+    """params refuses it; the decode path still does for a size that skipped validation
+    (a hand-edited resolved/prepare.json), before the spool or a worker allocates it."""
+    from cnnpipe.core.errors import ConfigError
+
+    root = make_messy_folder(tmp_path / "images")
+    huge = ImagesConfig.model_construct(**{**SMALL.model_dump(), "image_size": (10000, 10000)})
+    with pytest.raises(ConfigError, match=r"^data.images.image_size: each side must be 1 to "
+                                          r"2048 pixels; got \[10000, 10000\]$"):
+        load_source(folder_config(root).model_copy(update={"images": huge}), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no spool was made
+
+
 def test_scan_order_is_sorted_and_deterministic(tmp_path):
     root = make_presplit_folder(tmp_path / "images")
     scan = scan_image_folder(root, IMAGE_EXTENSIONS)

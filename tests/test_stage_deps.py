@@ -226,6 +226,10 @@ BAD_PARAMS = [
     ("train.epochs", "0", "train.epochs"),
     ("train.learning_rate", "'1e-4'", "train.learning_rate"),
     ("foo", "1", "unknown key `foo`"),
+    # Sizes that used to end in a ResourceExhaustedError traceback or an OOM kill (-9):
+    ("preprocess.image_size", "10000", "preprocess.image_size"),
+    ("data.images.image_size", "[10000, 10000]", "data.images.image_size"),
+    ("models.simple_cnn.batch_size", "1000000000", "models.simple_cnn: training needs"),
 ]
 
 

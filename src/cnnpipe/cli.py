@@ -104,9 +104,9 @@ def add_predict_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--data-card", default="data/prepared/data_card.json", metavar="PATH",
-        help="the prepare stage's data card, read (when it matches the model's classes) for "
-             "optional per-class icons and for how images were fitted to size "
-             "(default: %(default)s)",
+        help="the prepare stage's data card, read (when it matches the model's classes) "
+             "only for optional per-class icons; how images are fitted to size comes from "
+             "the model card alone (default: %(default)s)",
     )
     parser.set_defaults(handler=run_predict)
 

@@ -10,6 +10,10 @@ dataset gets exactly the model input evaluation gave it:
    ``image_loading`` says ``crop_to_aspect_ratio``); nothing happens when the file already
    has that size.
 
+Everything that decides the model's input is in the model card or in the model itself; a
+card that lacks one of those keys is refused (retrain), never completed from a data card that
+may come from another run. The data card is read only for optional ``class_icons``.
+
 Those uint8 pixels are the model's input: the saved model resizes, converts channels and
 normalizes them itself, with the constants it was trained with.
 
@@ -31,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnpipe.data.bounds import MAX_IMAGE_SIDE
 from cnnpipe.data.decode import ImageDecodeError, decode_image
 from cnnpipe.core.errors import CnnpipeError, ConfigError
 
@@ -39,7 +44,9 @@ MODEL_NAME = "model.keras"
 GRADCAM_MIN_SIDE = 224  # overlays are enlarged (nearest neighbour) to at least this many pixels
 
 # What predict reads; resizing and normalization are inside the saved model itself.
-_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape")
+# image_loading is null for sources that come as arrays (Fashion-MNIST): no file was fitted
+# to size in training, and predict stretches as Keras does.
+_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape", "image_loading")
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,26 @@ def _raw_shape(card: dict, path: Path) -> tuple[int, int, int]:
         or not all(isinstance(v, int) and v > 0 for v in shape) or shape[2] not in (1, 3)
     ):
         raise ConfigError(f"{path}: raw_image_shape must be [height, width, 1 or 3], got {shape}")
+    if max(shape[:2]) > MAX_IMAGE_SIDE:  # checked before anything of that size is allocated
+        raise ConfigError(f"{path}: raw_image_shape {shape} has a side over {MAX_IMAGE_SIDE} "
+                          f"pixels; the card is damaged or not from this pipeline")
     return tuple(shape)
+
+
+def _crop_to_aspect_ratio(card: dict, path: Path) -> bool:
+    """How the prepare stage fitted image files to size: ``image_loading`` of the card."""
+    loading = card["image_loading"]
+    if loading is None:
+        return False
+    if not isinstance(loading, dict) or not isinstance(
+        loading.get("crop_to_aspect_ratio"), bool
+    ):
+        raise ConfigError(f"{path}: image_loading must say crop_to_aspect_ratio (true or "
+                          f"false); retrain the variant (dvc repro)")
+    if loading.get("resample", "bilinear") != "bilinear":
+        raise ConfigError(f"{path}: image_loading.resample {loading['resample']!r} is not the "
+                          f"bilinear resize predict applies; retrain the variant (dvc repro)")
+    return loading["crop_to_aspect_ratio"]
 
 
 def _class_names(card: dict, path: Path) -> tuple[str, ...]:
@@ -138,39 +164,20 @@ def _class_names(card: dict, path: Path) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _matching_data_card(data_card: str | Path | None, card: dict) -> dict:
-    """The data card, if it describes the data this model was trained on; else {}."""
-    if data_card is None:
+def _icons(card: dict, data_card: str | Path | None) -> dict[str, str]:
+    """``class_icons`` ({class name: icon}) of the model card, else of a data card with the
+    same class names; optional, display only."""
+    icons = card.get("class_icons")
+    if not isinstance(icons, dict) and data_card is not None:
+        try:
+            data = json.loads(Path(data_card).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if isinstance(data, dict) and data.get("class_names") == card["class_names"]:
+            icons = data.get("class_icons")
+    if not isinstance(icons, dict):
         return {}
-    try:
-        data = json.loads(Path(data_card).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    if (
-        isinstance(data, dict)
-        and data.get("class_names") == card["class_names"]
-        and data.get("image_shape") == card["raw_image_shape"]
-    ):
-        return data
-    return {}
-
-
-def _icons(*cards: dict) -> dict[str, str]:
-    """``class_icons`` ({class name: icon}) from the first card that has one; optional."""
-    for card in cards:
-        icons = card.get("class_icons")
-        if isinstance(icons, dict):
-            return {k: v for k, v in icons.items() if isinstance(k, str) and isinstance(v, str)}
-    return {}
-
-
-def _crop_to_aspect_ratio(*cards: dict) -> bool:
-    """How the image-folder sources fitted files to size (``image_loading`` in a card)."""
-    for card in cards:
-        loading = card.get("image_loading")
-        if isinstance(loading, dict) and "crop_to_aspect_ratio" in loading:
-            return bool(loading["crop_to_aspect_ratio"])
-    return False
+    return {k: v for k, v in icons.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def load_predictor(
@@ -178,10 +185,10 @@ def load_predictor(
 ) -> Predictor:
     """Load ``models_dir/<variant>``: its saved model and its model card.
 
-    ``data_card`` (the prepare stage's ``data_card.json``) is consulted only when its class
-    names and image shape match the model card's: for ``class_icons`` and for how image files
-    were fitted to size (``image_loading.crop_to_aspect_ratio``). The model card's own keys
-    win. Raises :class:`ConfigError` with a one-line message naming the available variants.
+    How files become model inputs comes from the model card alone. ``data_card`` (the
+    prepare stage's ``data_card.json``) is read only for ``class_icons`` the model card
+    lacks, and only when its class names match. Raises :class:`ConfigError` with one line:
+    naming the available variants, or the card and its missing or impossible key.
     """
     models_dir = Path(models_dir)
     if not variant or variant in (".", "..") or "/" in variant or "\\" in variant:
@@ -197,7 +204,7 @@ def load_predictor(
     card = _read_card(card_path)
     raw_shape = _raw_shape(card, card_path)
     class_names = _class_names(card, card_path)
-    data = _matching_data_card(data_card, card)
+    crop_to_aspect_ratio = _crop_to_aspect_ratio(card, card_path)
 
     from cnnpipe.evaluate.inference import load_trained_model
 
@@ -219,8 +226,8 @@ def load_predictor(
         model=model,
         class_names=class_names,
         raw_shape=raw_shape,
-        crop_to_aspect_ratio=_crop_to_aspect_ratio(card, data),
-        icons=_icons(card, data),
+        crop_to_aspect_ratio=crop_to_aspect_ratio,
+        icons=_icons(card, data_card),
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnpipe.data import archive as archive_lib
 from cnnpipe.data import fashion_mnist
+from cnnpipe.data.bounds import check_image_sides
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
 from cnnpipe.data.download import DownloadLimits
 from cnnpipe.data.folders import DecodeOutcome, iter_decode_files, scan_image_folder
@@ -241,6 +242,9 @@ def _from_folder(
     spool_dir: Path | None = None,
 ) -> LoadedSource:
     images_cfg = data_cfg.images
+    # The params stage refuses such sizes; this guards the decode path for any other caller
+    # (a hand-edited resolved file, a script) before a spool or a worker allocates them.
+    check_image_sides(images_cfg.image_size, "data.images.image_size")
     scan = scan_image_folder(root, IMAGE_EXTENSIONS)
     selected = select_classes(scan.class_names, data_cfg.classes)
     files = [f for f in scan.files if f.class_name in selected]

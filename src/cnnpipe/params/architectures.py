@@ -14,11 +14,15 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
+from cnnpipe.data.bounds import MAX_IMAGE_SIDE
+
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 Rate = Annotated[float, Strict(), Field(ge=0, lt=1, allow_inf_nan=False)]
 Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
+# Bounded above so a typo (10000) is refused here, not by an OOM kill in a later stage.
+ImageSide = Annotated[int, Strict(), Field(ge=8, le=MAX_IMAGE_SIDE)]
 
 
 class Section(BaseModel):
@@ -221,7 +225,7 @@ def _weights_source(value: str) -> str:
 class MobilenetTransfer(Variant):
     architecture: Literal["mobilenet_transfer"]
     alpha: PositiveFloat = 0.35
-    image_size: Annotated[int, Strict(), Field(ge=MIN_MOBILENET_SIZE)] = 96
+    image_size: Annotated[int, Strict(), Field(ge=MIN_MOBILENET_SIZE, le=MAX_IMAGE_SIDE)] = 96
     dense_units: PositiveInt = 128
     dropout: Rate = 0.2
     # none | imagenet | PATH.weights.h5 | pretrain (a self-supervised source task first, offline)

@@ -17,7 +17,9 @@ from cnnpipe.params.schema import Params
 def train_config(params: Params, name: str) -> dict[str, Any]:
     """What train@<name> trains: the shared settings with the variant's overrides applied."""
     variant = params.variant(name)
-    shared = params.train.model_dump(mode="json")
+    # max_memory_gb is checked at load; leaving it out keeps the resolved file (and so the
+    # trained models) independent of the machine that validated it.
+    shared = params.train.model_dump(mode="json", exclude={"max_memory_gb"})
     for key in variant.SHARED_OVERRIDES:
         if getattr(variant, key) is not None:
             shared[key] = getattr(variant, key)

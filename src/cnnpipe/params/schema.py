@@ -17,7 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
 
 from cnnpipe.core.errors import ConfigError
+from cnnpipe.params.memory import check_training_memory
 from cnnpipe.params.architectures import (
+    ImageSide,
     NonNegativeInt,
     PositiveFloat,
     RECIPE_KEYS,
@@ -53,9 +55,7 @@ class FashionMnist(Section):
 class Images(Section):
     """How image files (image_folder, archive sources) become uint8 records of one size."""
 
-    image_size: tuple[
-        Annotated[int, Strict(), Field(ge=8)], Annotated[int, Strict(), Field(ge=8)]
-    ] = (64, 64)  # [height, width]
+    image_size: tuple[ImageSide, ImageSide] = (64, 64)  # [height, width]
     # null follows the data: 1 when every decoded image is grayscale, else 3 (gray replicated).
     channels: Literal[1, 3] | None = None
     crop_to_aspect_ratio: Annotated[bool, Strict()] = False
@@ -166,7 +166,7 @@ class Data(Section):
 
 
 class Preprocess(Section):
-    image_size: Annotated[int, Strict(), Field(ge=8)] | None = None  # null keeps the size
+    image_size: ImageSide | None = None  # null keeps the size
     # null keeps the prepared channels; 1 or 3 converts (luma / replication) inside the model.
     channels: Literal[1, 3] | None = None
     normalization: Literal["unit", "symmetric", "standardize"] = "unit"
@@ -191,6 +191,10 @@ class Train(Recipe):
     min_images_seen: NonNegativeInt = 30_000
     # balanced: sklearn's n / (k * count) weights, for imbalanced classes (medical scans).
     class_weight: Literal["none", "balanced"] = "none"
+    # A variant whose estimated training memory (cnnpipe.params.memory) exceeds this is
+    # refused before any stage runs, instead of being OOM-killed mid-epoch. null: this
+    # machine's memory, read when params load. A check, not a setting: no stage reads it.
+    max_memory_gb: PositiveFloat | None = None
 
 
 class Evaluate(Section):
@@ -273,6 +277,7 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError(_one_line(exc, "")) from None
     for name, variant in params.models.items():
         _check_variant_recipe(name, variant, params.train)
+    check_training_memory(params)
     return params
 
 
