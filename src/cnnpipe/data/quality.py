@@ -352,12 +352,7 @@ def render_markdown(report: dict) -> str:
             total = report["totals_per_class"][name]
             lines.append(f"| {_cell(name)} | " + " | ".join(cells) + f" | {total} |")
         lines.append("")
-    if report["skipped"]:
-        lines += ["## Skipped files", "", "| file | reason |", "|---|---|"]
-        lines += [f"| {_cell(s['path'])} | {_cell(s['reason'])} |" for s in report["skipped"]]
-        if files["skipped"] > len(report["skipped"]):
-            lines.append(f"| ... | {files['skipped'] - len(report['skipped'])} more |")
-        lines.append("")
+    lines += _path_reasons("Skipped files", "file", report["skipped"], files["skipped"])
     if files["ignored"]:
         lines += ["## Files not used", "", "| why | files |", "|---|---:|"]
         lines += [f"| {why.replace('_', ' ')} | {n} |" for why, n in files["ignored"].items()]
@@ -416,15 +411,23 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| ... | {conflicts['details_not_listed']} more groups |")
         lines.append("")
     not_read = report["not_read"]
-    if not_read["entries"]:
-        lines += ["## Links and special files not read", "", "| entry | why |", "|---|---|"]
-        lines += [f"| {_cell(e['path'])} | {_cell(e['reason'])} |" for e in not_read["details"]]
-        if not_read["entries"] > len(not_read["details"]):
-            lines.append(f"| ... | {not_read['entries'] - len(not_read['details'])} more |")
-        lines.append("")
+    lines += _path_reasons(
+        "Links and special files not read", "entry", not_read["details"], not_read["entries"]
+    )
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(lines)
+
+
+def _path_reasons(title: str, what: str, listed: list[dict], total: int) -> list[str]:
+    """A section listing {path, reason} entries; ``total`` counts those the report left out."""
+    if not total:
+        return []
+    lines = [f"## {title}", "", f"| {what} | reason |", "|---|---|"]
+    lines += [f"| {_cell(e['path'])} | {_cell(e['reason'])} |" for e in listed]
+    if total > len(listed):
+        lines.append(f"| ... | {total - len(listed)} more |")
+    return lines + [""]
 
 
 def _cell(text: str) -> str:
