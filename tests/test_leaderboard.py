@@ -39,7 +39,17 @@ def test_markdown_has_a_row_per_variant_with_merged_training_facts():
     text = to_markdown(leaderboard_rows(EVALS, TRAINS))
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
-    assert lines[2].startswith("| b | 0.9300 | 0.8100 | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |")
+    # No test-time augmentation in these evaluations: its column says so.
+    assert lines[2].startswith(
+        "| b | 0.9300 | 0.8100 | n/a | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |"
+    )
+
+
+def test_accuracy_with_test_time_augmentation_stands_beside_the_plain_one():
+    evaluations = {**EVALS, "b": {**EVALS["b"], "tta": "horizontal_flip", "tta_accuracy": 0.9412}}
+    text = to_markdown(leaderboard_rows(evaluations, TRAINS))
+    assert "| accuracy with TTA |" in text.splitlines()[0]
+    assert "| b | 0.9300 | 0.8100 | 0.9412 | 0.9200 |" in text
 
 
 def test_transfer_rows_pair_pretrained_with_scratch_of_same_architecture():
