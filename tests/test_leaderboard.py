@@ -65,7 +65,9 @@ def test_transfer_rows_pair_pretrained_with_scratch_of_same_architecture():
 def committed_metrics():
     evaluations, trainings = {}, {}
     for path in sorted((ROOT / "metrics").glob("*.json")):
-        evaluations[path.stem] = json.loads(path.read_text())
+        # As the compare stage reads them: the headline file and the evaluation detail.
+        detail = json.loads((ROOT / "reports/evaluation" / path.name).read_text())
+        evaluations[path.stem] = {**detail, **json.loads(path.read_text())}
         trainings[path.stem] = json.loads((ROOT / "metrics/train" / path.name).read_text())
     return evaluations, trainings
 
