@@ -49,7 +49,7 @@ def _setup(variant: str, images: int):
     from cnnpipe.core.shards import ShardSet
     from cnnpipe.params import load_params
     from cnnpipe.params.resolve import train_config
-    from cnnpipe.train.training import resolve_for_data
+    from cnnpipe.train.training import builder_arguments, resolve_for_data
 
     config = train_config(load_params(layout.PARAMS), variant)
     train, val = ShardSet(layout.split_dir("train")), ShardSet(layout.split_dir("val"))
@@ -57,9 +57,8 @@ def _setup(variant: str, images: int):
     settings = resolve_for_data(config["train"], len(subset), len(train))
     # One epoch, no pretraining or fine-tuning phase: the comparison is of one fit call.
     settings.update(epochs=1, fine_tune_epochs=0)
-    hyperparameters = {k: v for k, v in config["hyperparameters"].items() if k != "weights"}
-    if hyperparameters.get("augmentation"):
-        hyperparameters["augmentation"] = {"seed": config["seed"], **hyperparameters["augmentation"]}
+    # Random weights: the timed fit costs the same, and no source task runs first.
+    hyperparameters = builder_arguments(config["hyperparameters"], config["seed"], weights="none")
     card, prep = read_json(layout.DATA_CARD), read_json(layout.PREPROCESSING)
     return config, train, val, subset, settings, hyperparameters, card, prep
 
@@ -70,7 +69,7 @@ def measure_stage(variant: str, images: int) -> dict:
     from dvclive.keras import DVCLiveCallback
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import _fit_phase, compile_model, estimate_flops, seed_everything
+    from cnnpipe.train.training import compile_model, estimate_flops, fit_phase, seed_everything
 
     seed_everything(config["seed"])
     model = build_model(config["architecture"], train.image_shape, card["num_classes"],
@@ -84,9 +83,9 @@ def measure_stage(variant: str, images: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch, \
             Live(scratch, dvcyaml=False, save_dvc_exp=False) as live:
         # The stage's own fit (callbacks, verbose=2); two batches first for the tracing.
-        _fit_phase(model, train_ds.take(2), val_ds.take(1), 1, 0, patience, ())
+        fit_phase(model, train_ds.take(2), val_ds.take(1), 1, 0, patience, ())
         start = time.perf_counter()
-        _fit_phase(model, train_ds, val_ds, 1, 0, patience, [DVCLiveCallback(live=live)])
+        fit_phase(model, train_ds, val_ds, 1, 0, patience, [DVCLiveCallback(live=live)])
         seconds = time.perf_counter() - start
     return {"images_per_second": len(subset) / seconds, "flops_per_image": estimate_flops(model)}
 

@@ -38,7 +38,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import compile_model, count_parameters, seed_everything
+    from cnnpipe.train.training import (
+        builder_arguments,
+        compile_model,
+        count_parameters,
+        seed_everything,
+    )
 
     overrides = [(key, yaml.safe_load(value))
                  for key, _, value in (assignment.partition("=") for assignment in args.set)]
@@ -53,7 +58,7 @@ def main() -> None:
     for name in wanted:
         config = train_config(params, name)  # what train@<name> would read
         seed_everything(params.seed)
-        hp = {k: v for k, v in config["hyperparameters"].items() if k != "weights"}
+        hp = builder_arguments(config["hyperparameters"], params.seed, weights="none")
         model = build_model(config["architecture"], train.image_shape, card["num_classes"],
                             preprocessing=prep, **hp)
         settings = config["train"]

@@ -34,6 +34,7 @@ def main(variant_name: str) -> None:
     from cnnpipe.train.pretraining import ROTATIONS
     from cnnpipe.train.training import (
         balanced_class_weight,
+        builder_arguments,
         count_parameters,
         estimate_flops,
         pretrain_backbone,
@@ -55,15 +56,14 @@ def main(variant_name: str) -> None:
         balanced_class_weight(train.labels[labelled], card["num_classes"])
         if settings["class_weight"] == "balanced" else None
     )
-    hyperparameters = config.hyperparameters.to_dict()
-    if hyperparameters.get("augmentation"):
-        hyperparameters["augmentation"] = {"seed": seed, **hyperparameters["augmentation"]}
+    hyperparameters = builder_arguments(config.hyperparameters.to_dict(), seed)
     pretraining = {}
     with tempfile.TemporaryDirectory() as scratch:
         if hyperparameters.get("weights") == "pretrain":
             source = build_model(
                 config.architecture, raw_shape, ROTATIONS,
-                preprocessing=preprocessing, **{**hyperparameters, "weights": "none"},
+                preprocessing=preprocessing,
+                **builder_arguments(hyperparameters, seed, weights="none"),
             )
             start = time.perf_counter()
             history = pretrain_backbone(

@@ -146,16 +146,16 @@ def run_lr_find(variant: str, out_dir: Path, *, start: float, end: float, steps:
     train = ShardSet(layout.split_dir("train"))
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import resolve_for_data, seed_everything
+    from cnnpipe.train.training import builder_arguments, resolve_for_data, seed_everything
 
     seed_everything(config["seed"])
     labelled = labelled_subset(train.labels, config["train"]["train_images"], config["seed"])
     settings = resolve_for_data(config["train"], len(labelled), len(train))
-    hyperparameters = dict(config["hyperparameters"])
-    if hyperparameters.get("weights") == "pretrain":
-        hyperparameters["weights"] = "none"  # the sweep is about the target task's rate
-    if hyperparameters.get("augmentation"):
-        hyperparameters["augmentation"] = {"seed": config["seed"], **hyperparameters["augmentation"]}
+    hyperparameters = builder_arguments(
+        config["hyperparameters"], config["seed"],
+        # The sweep is about the target task's rate: no source task first.
+        weights="none" if config["hyperparameters"].get("weights") == "pretrain" else None,
+    )
     model = build_model(config["architecture"], tuple(train.image_shape), card["num_classes"],
                         preprocessing=preprocessing, **hyperparameters)
     dataset = train.dataset(settings["batch_size"], shuffle=True, seed=config["seed"],

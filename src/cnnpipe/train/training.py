@@ -92,6 +92,20 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     return {cls: found.get(cls, 1.0) for cls in range(num_classes)}
 
 
+def builder_arguments(
+    hyperparameters: Mapping[str, Any], seed: int, *, weights: str | None = None
+) -> dict[str, Any]:
+    """The builder's keyword arguments for a variant's resolved ``hyperparameters``: its
+    augmentation seeded with the run's seed, so a rerun augments identically, and, when
+    given, ``weights`` in place of the configured ones (a MobileNet variant's only)."""
+    arguments = dict(hyperparameters)
+    if arguments.get("augmentation"):
+        arguments["augmentation"] = {"seed": seed, **arguments["augmentation"]}
+    if weights is not None and "weights" in arguments:
+        arguments["weights"] = weights
+    return arguments
+
+
 # The optimizer, schedule and loss settings of a recipe, and what each means when absent:
 # constant-rate Adam on the plain cross-entropy, the tutorial's recipe.
 PLAIN_RECIPE: dict[str, Any] = {
@@ -235,7 +249,7 @@ def pretrain_backbone(
     if one_hot_labels(ROTATIONS, settings.get("label_smoothing", 0.0)):
         train_ds = with_one_hot_labels(train_ds, ROTATIONS)
         val_ds = with_one_hot_labels(val_ds, ROTATIONS)
-    history = _fit_phase(
+    history = fit_phase(
         model, train_ds, val_ds, epochs, 0, settings["early_stopping_patience"], (),
     )
     _check_finite(history, "pretraining", settings["learning_rate"])
@@ -266,9 +280,11 @@ def _check_finite(history: dict[str, list[float]], phase: str, learning_rate: fl
                 )
 
 
-def _fit_phase(
+def fit_phase(
     model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks, class_weight=None
 ):
+    """One ``model.fit`` as every training phase runs it: NaN guard, early stopping on the
+    validation loss with the best weights restored, the dataset's own seeded shuffle."""
     import keras
 
     stop = [keras.callbacks.TerminateOnNaN()]
@@ -316,7 +332,7 @@ def train_model(
         epochs=settings["epochs"], steps_per_epoch=steps_per_epoch,
     )
     start = time.perf_counter()
-    history = _fit_phase(
+    history = fit_phase(
         model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"],
         callbacks, class_weight,
     )
@@ -335,7 +351,7 @@ def train_model(
             model, num_classes, fine_lr, settings,
             epochs=fine_tune_epochs, steps_per_epoch=steps_per_epoch,
         )
-        fine = _fit_phase(
+        fine = fit_phase(
             model, train_ds, val_ds, fine_tune_epochs, len(phases),
             settings["early_stopping_patience"], callbacks, class_weight,
         )
