@@ -74,6 +74,12 @@ def test_committed_params_load():
          "1 item"),
         ("models.mobilenet_transfer.image_size", 16, "models.mobilenet_transfer.image_size: input "
          "should be greater than or equal to 32; got 16"),
+        ("models.simple_cnn.weight_decay", 0.0, "models.simple_cnn: optimizer adamw needs "
+         "weight_decay > 0"),
+        ("models.simple_cnn.lr_schedule", "warp", "models.simple_cnn.lr_schedule: input should be "
+         "'constant', 'cosine' or 'one_cycle'"),
+        ("train.label_smoothing", 0.9, "train.label_smoothing: input should be less than or equal "
+         "to 0.5"),
     ],
 )
 def test_bad_params_stop_with_a_message_naming_the_key(path, value, message):
@@ -104,8 +110,8 @@ def test_a_removed_key_says_where_the_setting_went(monkeypatch):
 def test_numbers_are_read_as_dvc_reads_them(tmp_path):
     """YAML 1.2, as DVC: `1e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
     path = tmp_path / "params.yaml"
-    text = (ROOT / "params.yaml").read_text().replace("learning_rate: 0.001", "learning_rate: 1e-4")
-    assert "learning_rate: 1e-4" in text
+    text = re.sub(r"(?m)^(  learning_rate:) [0-9.]+", r"\1 1e-4", (ROOT / "params.yaml").read_text())
+    assert "\n  learning_rate: 1e-4" in text
     path.write_text(text)
     assert load_params(path).train.learning_rate == 0.0001
 
@@ -152,6 +158,22 @@ def test_variant_overrides_shared_training_settings():
     settings = train_config(params, "simple_cnn")["train"]
     assert settings["epochs"] == 2
     assert settings["batch_size"] == params.train.batch_size
+
+
+def test_a_variant_with_a_schedule_of_its_own_drops_the_shared_warm_up():
+    from cnnpipe.params.resolve import train_config
+
+    raw = with_change("train.lr_schedule", "cosine")
+    raw["train"]["warmup_epochs"] = 0.5
+    raw["models"]["simple_cnn"]["lr_schedule"] = "one_cycle"
+    params = parse_params(raw)
+    assert train_config(params, "simple_cnn")["train"]["warmup_epochs"] == 0.0
+    assert train_config(params, "bn_gap_cnn")["train"]["warmup_epochs"] == 0.5
+    # Set on the variant itself, a warm-up its schedule ignores is a mistake.
+    raw["models"]["simple_cnn"]["warmup_epochs"] = 1.0
+    with pytest.raises(ConfigError, match="models.simple_cnn: warmup_epochs applies to "
+                       "lr_schedule cosine only"):
+        parse_params(raw)
 
 
 def test_params_stage_prints_one_line_and_exits_2_on_bad_params(tmp_path):

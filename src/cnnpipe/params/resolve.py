@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnpipe.core import layout
 from cnnpipe.core.errors import ConfigError
-from cnnpipe.params.schema import Params
+from cnnpipe.params.schema import Params, variant_recipe
 
 
 def train_config(params: Params, name: str) -> dict[str, Any]:
@@ -23,6 +23,7 @@ def train_config(params: Params, name: str) -> dict[str, Any]:
     for key in variant.SHARED_OVERRIDES:
         if getattr(variant, key) is not None:
             shared[key] = getattr(variant, key)
+    shared.update(variant_recipe(variant, params.train))
     training = {
         key: getattr(variant, key)
         for key in sorted(variant.training_keys())

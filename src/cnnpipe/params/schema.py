@@ -281,15 +281,26 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
-def _check_variant_recipe(name: str, variant: Variant, shared: Train) -> None:
-    """A variant's own recipe keys can clash with the shared ones (adamw set here, its
-    weight decay left at the shared 0): checked on the merged recipe it will train with."""
+def variant_recipe(variant: Variant, shared: Train) -> dict[str, Any]:
+    """The recipe ``variant`` trains with: its own keys over the shared ones.
+
+    A warm-up inherited from ``train:`` is dropped when the variant picks a schedule that has
+    none (overfit_cnn's constant rate), so that override takes one key, not two.
+    """
     merged = {
         key: getattr(shared, key) if getattr(variant, key) is None else getattr(variant, key)
         for key in RECIPE_KEYS
     }
+    if variant.lr_schedule not in (None, "cosine") and variant.warmup_epochs is None:
+        merged["warmup_epochs"] = 0.0
+    return merged
+
+
+def _check_variant_recipe(name: str, variant: Variant, shared: Train) -> None:
+    """A variant's own recipe keys can clash with the shared ones (adamw set here, its
+    weight decay left at the shared 0): checked on the merged recipe it will train with."""
     try:
-        check_recipe(SimpleNamespace(**merged))
+        check_recipe(SimpleNamespace(**variant_recipe(variant, shared)))
     except ValueError as exc:
         raise ConfigError(f"models.{name}: {exc}") from None
 
