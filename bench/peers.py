@@ -69,7 +69,14 @@ def measure_stage(variant: str, images: int) -> dict:
     from dvclive.keras import DVCLiveCallback
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import compile_model, estimate_flops, fit_phase, seed_everything
+    from cnnpipe.train.training import (
+        compile_model,
+        estimate_flops,
+        fit_phase,
+        one_hot_labels,
+        seed_everything,
+        with_one_hot_labels,
+    )
 
     seed_everything(config["seed"])
     model = build_model(config["architecture"], train.image_shape, card["num_classes"],
@@ -77,6 +84,9 @@ def measure_stage(variant: str, images: int) -> dict:
     train_ds = train.dataset(settings["batch_size"], shuffle=True, seed=config["seed"],
                              shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=subset)
     val_ds = val.dataset(settings["batch_size"])
+    if one_hot_labels(card["num_classes"], settings["label_smoothing"]):  # as train_model does
+        train_ds = with_one_hot_labels(train_ds, card["num_classes"])
+        val_ds = with_one_hot_labels(val_ds, card["num_classes"])
     compile_model(model, card["num_classes"], settings["learning_rate"], settings,
                   epochs=1, steps_per_epoch=len(train_ds))
     patience = settings["early_stopping_patience"]
@@ -95,10 +105,13 @@ def measure_plain(variant: str, images: int) -> dict:
     import tensorflow as tf
 
     from cnnpipe.models import build_model
-    from cnnpipe.train.training import compile_model
+    from cnnpipe.train.training import compile_model, one_hot_labels
 
     x, y = train.read(subset), train.labels[subset]
     x_val, y_val = val.read(range(len(val))), val.labels
+    if one_hot_labels(card["num_classes"], settings["label_smoothing"]):
+        # Keras smooths only one-hot targets.
+        y, y_val = (tf.one_hot(labels, card["num_classes"]).numpy() for labels in (y, y_val))
     batch = settings["batch_size"]
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y))
                 .batch(batch).prefetch(tf.data.AUTOTUNE))
