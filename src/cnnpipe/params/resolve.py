@@ -11,6 +11,7 @@ from typing import Any
 
 from cnnpipe.core import layout
 from cnnpipe.core.errors import ConfigError
+from cnnpipe.params.architectures import RECIPE_KEYS
 from cnnpipe.params.schema import Params, variant_recipe
 
 
@@ -20,7 +21,8 @@ def train_config(params: Params, name: str) -> dict[str, Any]:
     # max_memory_gb is checked at load; leaving it out keeps the resolved file (and so the
     # trained models) independent of the machine that validated it.
     shared = params.train.model_dump(mode="json", exclude={"max_memory_gb"})
-    for key in variant.SHARED_OVERRIDES:
+    # The recipe keys come merged (with the warm-up rule) from variant_recipe.
+    for key in set(variant.SHARED_OVERRIDES) - set(RECIPE_KEYS):
         if getattr(variant, key) is not None:
             shared[key] = getattr(variant, key)
     shared.update(variant_recipe(variant, params.train))
