@@ -37,6 +37,7 @@ MAX_LABEL = 2 ** (8 * LABEL_BYTES) - 1
 TARGET_SHARD_BYTES = 32 * 2**20
 INDEX_FILE = "index.json"
 PREFETCH_BATCHES = 2  # one batch ready while the model works on the other
+SUBSET_FILTER_BLOCK = 1024  # records per vectorized subset check
 LABELS_FILE = "labels.npy"
 
 
@@ -344,9 +345,22 @@ class ShardSet:
         # Record indices cost an extra tensor per record: carried only when asked for.
         indexed = with_index or subset is not None
 
+        kept = self.count
+        if subset is not None:
+            mask = np.zeros(self.count, dtype=bool)
+            mask[subset] = True
+            kept = int(mask.sum())
+            mask_tensor = tf.constant(mask)
+
+        def kept_records(indices, records):
+            keep = tf.gather(mask_tensor, indices)
+            return tf.boolean_mask(indices, keep), tf.boolean_mask(records, keep)
+
         def shard_records(shard):
             records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
-            return records.enumerate(start=shard * per_shard) if indexed else records
+            if not indexed:
+                return records
+            return records.enumerate(start=shard * per_shard)
 
         shards = tf.data.Dataset.range(shard_count)
         if shuffle and shard_count > 1:
@@ -362,13 +376,10 @@ class ShardSet:
             )
         else:
             records = shards.flat_map(shard_records)  # one shard after the other: record order
-        kept = self.count
         if subset is not None:
-            mask = np.zeros(self.count, dtype=bool)
-            mask[subset] = True
-            kept = int(mask.sum())
-            mask_tensor = tf.constant(mask)
-            records = records.filter(lambda index, record: tf.gather(mask_tensor, index))
+            # Filtered a block at a time: a per-record `filter` call cost about 35 us a record
+            # (54,000 records per epoch for a 10,000-image subset), more than reading it.
+            records = records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
         if shuffle:
             buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // record_bytes))
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
