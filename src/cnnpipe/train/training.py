@@ -214,10 +214,18 @@ def _steps(dataset) -> int:
 
 
 def with_one_hot_labels(dataset, num_classes: int):
-    """(images, int labels) batches as (images, one-hot float labels)."""
+    """(images, int labels) batches as (images, one-hot float labels).
+
+    Prefetched again: without it the conversion runs in the training step's own thread,
+    after the reader's prefetch.
+    """
     import tensorflow as tf
 
-    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
+    from cnnpipe.core.shards import PREFETCH_BATCHES
+
+    return dataset.map(
+        lambda images, labels: (images, tf.one_hot(labels, num_classes))
+    ).prefetch(PREFETCH_BATCHES)
 
 
 # The resolved train settings of one variant (resolved/train/<variant>.json, "train"):
