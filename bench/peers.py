@@ -14,7 +14,12 @@ process-wide and cannot be switched off again), interleaved stage / plain / stag
   shuffle, ``prefetch(AUTOTUNE)``), no op determinism, no callbacks, the same validation data
   and thread settings.
 
-One epoch over ``--images`` training images after two warm-up batches (tracing). Printed per
+One epoch over ``--images`` training images after two warm-up batches (tracing), timed from the
+epoch's start to its end (validation and every callback's epoch-end work included) by a
+callback that runs last. Timing the whole ``fit`` call instead adds a stall that is no part of
+training: tearing down a tf.data iterator waits for tf.data's autotuning thread, which wakes
+after 10, 20, 40, ... ms, so a 4-second epoch often read 5.12 s and a 6-second one 10.24 s,
+on either side at random (bench/RESULTS.md). Printed per
 variant: the median images/s of each side and their ratio (stage / plain), the forward FLOPs
 per image (conv and dense layers), and the share of this machine's fp32 matmul peak that
 training achieves (3x the forward FLOPs per image: forward, and two for the backward pass),
@@ -63,6 +68,24 @@ def _setup(variant: str, images: int):
     return config, train, val, subset, settings, hyperparameters, card, prep
 
 
+def _epoch_timer():
+    """A callback that records the seconds of each epoch, validation included."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def measure_stage(variant: str, images: int) -> dict:
     config, train, val, subset, settings, hyperparameters, card, prep = _setup(variant, images)
     from dvclive import Live
@@ -94,10 +117,10 @@ def measure_stage(variant: str, images: int) -> dict:
             Live(scratch, dvcyaml=False, save_dvc_exp=False) as live:
         # The stage's own fit (callbacks, verbose=2); two batches first for the tracing.
         fit_phase(model, train_ds.take(2), val_ds.take(1), 1, 0, patience, ())
-        start = time.perf_counter()
-        fit_phase(model, train_ds, val_ds, 1, 0, patience, [DVCLiveCallback(live=live)])
-        seconds = time.perf_counter() - start
-    return {"images_per_second": len(subset) / seconds, "flops_per_image": estimate_flops(model)}
+        timer = _epoch_timer()
+        fit_phase(model, train_ds, val_ds, 1, 0, patience, [DVCLiveCallback(live=live), timer])
+    return {"images_per_second": len(subset) / timer.seconds[0],
+            "flops_per_image": estimate_flops(model)}
 
 
 def measure_plain(variant: str, images: int) -> dict:
@@ -121,9 +144,9 @@ def measure_plain(variant: str, images: int) -> dict:
     compile_model(model, card["num_classes"], settings["learning_rate"], settings,
                   epochs=1, steps_per_epoch=len(train_ds))
     model.fit(train_ds.take(2), validation_data=val_ds.take(1), epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0)
-    return {"images_per_second": len(y) / (time.perf_counter() - start)}
+    timer = _epoch_timer()
+    model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, callbacks=[timer])
+    return {"images_per_second": len(y) / timer.seconds[0]}
 
 
 def measure_torch(variant: str, images: int) -> dict:
