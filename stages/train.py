@@ -63,7 +63,7 @@ def main(variant_name: str) -> None:
             source = build_model(
                 config.architecture, raw_shape, ROTATIONS,
                 preprocessing=preprocessing,
-                **builder_arguments(hyperparameters, seed, weights="none"),
+                **{**hyperparameters, "weights": "none"},
             )
             start = time.perf_counter()
             history = pretrain_backbone(
