@@ -397,7 +397,12 @@ class ShardSet:
                 return images, labels, index
             return images, labels
 
-        return records.map(decode).prefetch(PREFETCH_BATCHES)
+        # Nothing here is autotuned, and tf.data's autotuning thread costs time anyway: it wakes
+        # after 10, 20, 40, ... ms, and tearing an iterator down waits for its next wake-up,
+        # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def write_arrays(
