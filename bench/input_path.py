@@ -3,6 +3,7 @@
     python bench/input_path.py --old PATH [--variants simple_cnn,regularized_cnn]
                                [--repeats 3] [--images 20000]
     python bench/input_path.py --in-process [--repeats 3]
+    python bench/input_path.py --reader-cost [--repeats 3]
 
 Runs ``bench/variant_cost.py`` (one epoch per variant, the checkout's own data path and
 models) alternately in the old checkout and in this one, ``--repeats`` times, and prints
@@ -14,6 +15,11 @@ own prepared data first (`dvc repro preprocess` in it): the formats differ betwe
 the same prepared Fashion-MNIST training split: the shard reader as the train stage uses it,
 and the same uint8 images held in memory (``from_tensor_slices``, a full shuffle), which is
 what the old path fed (as float32).
+
+``--reader-cost`` times the inputs alone, without a model: the CPU microseconds per image of
+one pass (every training image, a 10,000-image subset as the MobileNet pair reads, and the
+same images from memory), and the wall time of Keras' ``predict`` over the test split on a
+small model with tf.data's autotuning off (as the reader sets it) and on.
 """
 
 from __future__ import annotations
@@ -76,17 +82,78 @@ def in_process(repeats: int) -> None:
         print(f"median {name:14s} {statistics.median(values):8.0f} img/s")
 
 
+def reader_cost(repeats: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path.insert(0, str(HERE / "src"))
+    import resource
+    import time
+
+    import tensorflow as tf
+
+    from cnnpipe.core import layout
+    from cnnpipe.core.sampling import labelled_subset
+    from cnnpipe.core.shards import ShardSet
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    train, test = ShardSet(HERE / layout.split_dir("train")), ShardSet(HERE / layout.split_dir("test"))
+    subset = labelled_subset(train.labels, 10000, 0)
+    images, labels = train.read(range(len(train))), train.labels
+    passes = {
+        "shard reader, every image": lambda: train.dataset(128, shuffle=True, seed=0),
+        "shard reader, 10,000 subset": lambda: train.dataset(128, shuffle=True, seed=0,
+                                                             subset=subset),
+        "in memory, every image": lambda: tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(labels), seed=0).batch(128).prefetch(2),
+    }
+    for name, make in passes.items():
+        costs = []
+        for _ in range(repeats):
+            start, count = cpu_seconds(), 0
+            for _, batch_labels in make():
+                count += len(batch_labels)
+            costs.append(1e6 * (cpu_seconds() - start) / count)
+        print(f"{name:30s} CPU us/image: " + " ".join(f"{c:.1f}" for c in costs), flush=True)
+
+    # Keras' predict (as evaluate runs it) on a small model: its teardown of the iterator is
+    # where the wait for the tuner's thread showed up; a bare Python loop does not wait.
+    import keras
+
+    inputs = keras.Input(test.image_shape)
+    hidden = keras.layers.Conv2D(16, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(hidden)))
+    tuned = tf.data.Options()
+    tuned.autotune.enabled = True
+    for name, make in {"autotune off": lambda: test.dataset(128),
+                       "autotune on": lambda: test.dataset(128).with_options(tuned)}.items():
+        model.predict(make().take(1), verbose=0)  # tracing, not timed
+        walls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.predict(make(), verbose=0)
+            walls.append(time.perf_counter() - start)
+        print(f"predict on the test split, {name:13s} wall s: "
+              + " ".join(f"{w:.2f}" for w in walls), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, help="the checkout to compare with")
     parser.add_argument("--in-process", action="store_true",
                         help="alternate the two inputs in one process instead")
+    parser.add_argument("--reader-cost", action="store_true",
+                        help="time the inputs alone, without a model")
     parser.add_argument("--variants", default="simple_cnn,regularized_cnn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=20000)
     args = parser.parse_args()
     if args.in_process:
         in_process(args.repeats)
+        return
+    if args.reader_cost:
+        reader_cost(args.repeats)
         return
     if args.old is None:
         parser.error("--old PATH is required (or --in-process)")
