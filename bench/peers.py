@@ -1,6 +1,6 @@
 """The train stage's own training path against a plain Keras ``model.fit``, per variant.
 
-    python bench/peers.py [--variants simple_cnn,regularized_cnn] [--images 6000]
+    python bench/peers.py [--variants simple_cnn,regularized_cnn] [--images N]
                           [--repeats 3] [--torch]
 
 Run after `dvc repro preprocess`. Each measurement is one fresh process (op determinism is
@@ -14,7 +14,11 @@ process-wide and cannot be switched off again), interleaved stage / plain / stag
   shuffle, ``prefetch(AUTOTUNE)``), no op determinism, no callbacks, the same validation data
   and thread settings.
 
-One epoch over ``--images`` training images after two warm-up batches (tracing), timed from the
+One epoch over the images the variant's stage trains on (all 54,000, or the MobileNet pair's
+10,000-image ``train_images`` subset, picked as the stage picks it), or the first ``--images``:
+fewer make a quicker run, but each epoch's fixed costs (the shuffle buffer filling before the
+first step, validation, epoch-end callbacks) then weigh more than in the stage. The epoch runs
+after two warm-up batches (tracing) and is timed from the
 epoch's start to its end (validation and every callback's epoch-end work included) by a
 callback that runs last. Timing the whole ``fit`` call instead adds a stall that is no part of
 training: tearing down a tf.data iterator waits for tf.data's autotuning thread, which wakes
@@ -58,7 +62,12 @@ def _setup(variant: str, images: int):
 
     config = train_config(load_params(layout.PARAMS), variant)
     train, val = ShardSet(layout.split_dir("train")), ShardSet(layout.split_dir("val"))
-    subset = np.arange(min(images, len(train)))
+    if images > 0:
+        subset = np.arange(min(images, len(train)))
+    else:  # what train@<variant> itself trains on: all, or its `train_images` subset
+        from cnnpipe.core.sampling import labelled_subset
+
+        subset = labelled_subset(train.labels, config["train"]["train_images"], config["seed"])
     settings = resolve_for_data(config["train"], len(subset), len(train))
     # One epoch, no pretraining or fine-tuning phase: the comparison is of one fit call.
     settings.update(epochs=1, fine_tune_epochs=0)
@@ -227,7 +236,9 @@ def run_side(side: str, variant: str, images: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="", help="comma-separated; default: every variant")
-    parser.add_argument("--images", type=int, default=6000)
+    parser.add_argument("--images", type=int, default=0,
+                        help="training images per epoch; 0 (default): what the variant's stage "
+                             "trains on (all 54,000, or its train_images subset)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--torch", action="store_true", help="add PyTorch eager (simple_cnn)")
     parser.add_argument("--one", choices=sorted(SIDES), help=argparse.SUPPRESS)
