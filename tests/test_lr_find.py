@@ -75,6 +75,11 @@ def test_lr_find_writes_its_plot_and_suggests_a_rate_inside_the_sweep(prepared_d
     rates = [float(row["learning_rate"]) for row in rows]
     assert 1e-5 <= rates[0] <= suggested <= rates[-1] <= 100
     assert suggested < diverged
-    # The sweep really learned before it blew up: the loss fell below its start.
-    smoothed = [float(row["smoothed_loss"]) for row in rows]
-    assert min(smoothed) < 0.8 * smoothed[0]
+    # The sweep really learned before it blew up: the batch loss fell well below its start.
+    # Judged on a 5-batch running median of the raw loss, not on the smoothed column: with
+    # 80 steps the moving average lags the short learning window by tens of batches, and how
+    # far it gets before the blow-up varies with the CPU's kernels (0.81x its start on a
+    # Zen 4 EPYC where the raw loss had fallen from 2.30 to 0.77).
+    losses = np.array([float(row["loss"]) for row in rows])
+    running_median = np.median(np.lib.stride_tricks.sliding_window_view(losses, 5), axis=1)
+    assert running_median.min() < 0.7 * running_median[0]
