@@ -63,6 +63,7 @@ def range_test(
     start: float = 1e-7, end: float = 10.0, steps: int = 100, divergence: float = 4.0,
 ) -> RangeTest:
     """Run the sweep on ``model`` (changed in place: build a fresh one to train for real)."""
+    from cnnpipe.train.fused_norm import fused_batch_norm
     from cnnpipe.train.training import compile_model
 
     rates = sweep_rates(start, end, steps)
@@ -82,7 +83,8 @@ def range_test(
         model.optimizer.learning_rate = float(rate)
         images, labels = next(batches)
         model.reset_metrics()  # so the reported loss is this batch's, not a running mean
-        loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
+        with fused_batch_norm():  # as training runs it
+            loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
         if not math.isfinite(loss):
             diverged_at = float(rate)
             break

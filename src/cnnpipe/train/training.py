@@ -292,8 +292,11 @@ def fit_phase(
     model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks, class_weight=None
 ):
     """One ``model.fit`` as every training phase runs it: NaN guard, early stopping on the
-    validation loss with the best weights restored, the dataset's own seeded shuffle."""
+    validation loss with the best weights restored, the dataset's own seeded shuffle, and
+    BatchNorm on TensorFlow's fused kernel (cnnpipe.train.fused_norm)."""
     import keras
+
+    from cnnpipe.train.fused_norm import fused_batch_norm
 
     stop = [keras.callbacks.TerminateOnNaN()]
     if patience > 0:
@@ -302,17 +305,18 @@ def fit_phase(
                 monitor="val_loss", patience=patience, restore_best_weights=True
             )
         )
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=initial_epoch + epochs,
-        initial_epoch=initial_epoch,
-        callbacks=stop + list(callbacks),
-        class_weight=class_weight,
-        # The dataset shuffles itself (seeded); Keras warns if asked to shuffle a tf.data input.
-        shuffle=False,
-        verbose=2,
-    )
+    with fused_batch_norm():
+        fit = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            callbacks=stop + list(callbacks),
+            class_weight=class_weight,
+            # The dataset shuffles itself (seeded); Keras warns if asked to shuffle tf.data.
+            shuffle=False,
+            verbose=2,
+        )
     return {key: [float(v) for v in values] for key, values in fit.history.items()}
 
 
