@@ -5,9 +5,12 @@ shards as the train stage does) and prints images/second and the projected secon
 epoch. Run after `dvc repro preprocess`:
 
     python bench/variant_cost.py [--images 6000] [--variants a,b] [--set KEY=VALUE ...]
+                                 [--keras-batchnorm] [--repeats 1]
 
 --set changes params.yaml in memory, as `dvc exp run -S` would, e.g.
-`--set models.residual_cnn.stem_strides=1` to time the unstrided stem.
+`--set models.residual_cnn.stem_strides=1` to time the unstrided stem. BatchNorm trains on
+TensorFlow's fused kernel, as the train stage does; --keras-batchnorm times Keras 3's own
+layer instead. --repeats times that many epochs per variant and prints each.
 
 Numbers swing +-40% between runs on shared 2-core machines: compare within one run.
 """
@@ -35,7 +38,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--variants", default="")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--keras-batchnorm", action="store_true",
+                        help="train BatchNorm with Keras' own layer, not the fused kernel")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    import contextlib
+
+    from cnnpipe.train.fused_norm import fused_batch_norm
+
+    batch_norm = contextlib.nullcontext if args.keras_batchnorm else fused_batch_norm
 
     from cnnpipe.models import build_model
     from cnnpipe.train.training import (
@@ -68,12 +79,14 @@ def main() -> None:
             settings["batch_size"], shuffle=True, seed=params.seed,
             shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=np.arange(images),
         )
-        model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
-        start = time.perf_counter()
-        model.fit(ds, epochs=1, verbose=0)
-        rate = images / (time.perf_counter() - start)
-        print(f"{name:24s} {count_parameters(model)[0]:>10d} {rate:>8.0f} {full / rate:>13.1f}",
-              flush=True)
+        with batch_norm():
+            model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                model.fit(ds, epochs=1, verbose=0)
+                rate = images / (time.perf_counter() - start)
+                print(f"{name:24s} {count_parameters(model)[0]:>10d} {rate:>8.0f} "
+                      f"{full / rate:>13.1f}", flush=True)
 
 
 if __name__ == "__main__":
