@@ -18,6 +18,7 @@ Numbers swing +-40% between runs on shared 2-core machines: compare within one r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -42,7 +43,6 @@ def main() -> None:
                         help="train BatchNorm with Keras' own layer, not the fused kernel")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    import contextlib
 
     from cnnpipe.train.fused_norm import fused_batch_norm
 

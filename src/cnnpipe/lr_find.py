@@ -79,23 +79,23 @@ def range_test(
     batches = iter(dataset.repeat())
     losses, smoothed = [], []
     average, best, diverged_at = 0.0, math.inf, None
-    for step, rate in enumerate(rates):
-        model.optimizer.learning_rate = float(rate)
-        images, labels = next(batches)
-        model.reset_metrics()  # so the reported loss is this batch's, not a running mean
-        with fused_batch_norm():  # as training runs it
+    with fused_batch_norm():  # as training runs it
+        for step, rate in enumerate(rates):
+            model.optimizer.learning_rate = float(rate)
+            images, labels = next(batches)
+            model.reset_metrics()  # so the reported loss is this batch's, not a running mean
             loss = float(model.train_on_batch(images, labels, return_dict=True)["loss"])
-        if not math.isfinite(loss):
-            diverged_at = float(rate)
-            break
-        average = SMOOTHING * average + (1 - SMOOTHING) * loss
-        value = average / (1 - SMOOTHING ** (step + 1))
-        losses.append(loss)
-        smoothed.append(value)
-        best = min(best, value)
-        if step >= MIN_STEPS_BEFORE_STOP and value > divergence * best:
-            diverged_at = float(rate)
-            break
+            if not math.isfinite(loss):
+                diverged_at = float(rate)
+                break
+            average = SMOOTHING * average + (1 - SMOOTHING) * loss
+            value = average / (1 - SMOOTHING ** (step + 1))
+            losses.append(loss)
+            smoothed.append(value)
+            best = min(best, value)
+            if step >= MIN_STEPS_BEFORE_STOP and value > divergence * best:
+                diverged_at = float(rate)
+                break
     if len(smoothed) < 3:
         raise TrainingError(
             f"the loss diverged within {len(smoothed) + 1} steps of the sweep (at rate "
