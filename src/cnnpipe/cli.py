@@ -211,9 +211,12 @@ def _image_folder_setting(params_file: str) -> str:
 
 
 def run_check_images(args: argparse.Namespace) -> int:
+    return _report_special_files(args.folder or _image_folder_setting(args.params))
+
+
+def _report_special_files(folder: str) -> int:
     from cnnpipe.data.folders import find_special_files
 
-    folder = args.folder or _image_folder_setting(args.params)
     found = find_special_files(folder)
     for path, kind in found:
         print(f"{path}: {kind}; DVC would read it forever when hashing {folder}", file=sys.stderr)
@@ -225,7 +228,83 @@ def run_check_images(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-SUBCOMMANDS = [add_predict_parser, add_report_parser, add_check_images_parser, add_lr_find_parser]
+# --- preflight ----------------------------------------------------------------------
+
+PREFLIGHT_DESCRIPTION = """\
+What `make repro` runs before `dvc repro`: validate params.yaml in full (as the params stage
+does), so a missing file or an empty `models:` is one line rather than DVC's `foreach` error;
+then, only when data.source is image_folder, check that the folder exists and holds no FIFO,
+device or socket (see check-images).
+
+Exit status: 0 ready for dvc repro; 1 special files found; 2 a params or folder problem."""
+
+FOLDER_HELP = 'docs/data.md, "Bring your own images"'
+
+
+def add_preflight_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "preflight",
+        help="check params.yaml and the data source before dvc repro (run by make repro)",
+        description=PREFLIGHT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", metavar="FILE",
+        help="the params file to check (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_preflight)
+
+
+def run_preflight(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnpipe.core.errors import ConfigError
+    from cnnpipe.params import load_params
+
+    if not Path(args.params).is_file():
+        raise ConfigError(f"{args.params} not found: run from the repository root, which holds "
+                          "params.yaml and dvc.yaml")
+    _check_keys_dvc_reads(args.params)
+    params = load_params(args.params)
+    source = params.data.source
+    if source != "image_folder":
+        print(f"preflight: {len(params.models)} variants; data.source is {source}, "
+              "no image folder to check")
+        return EXIT_OK
+    folder = params.data.image_folder.path
+    if not Path(folder).is_dir():
+        raise ConfigError(
+            f"data.source is image_folder but data.image_folder.path ({folder}) is not a "
+            f"folder: put <class>/<image> files there and `dvc add` it ({FOLDER_HELP})")
+    return _report_special_files(folder)
+
+
+def _check_keys_dvc_reads(params_file: str) -> None:
+    """dvc.yaml interpolates some params (``${models}``, ``${data.input}``) while it parses,
+    before any stage runs: a missing one is DVC's multi-line parse error unless named here."""
+    import re
+    from pathlib import Path
+
+    from cnnpipe.core.errors import ConfigError
+    from cnnpipe.params.schema import read_yaml
+
+    dvc_yaml = Path(params_file).with_name("dvc.yaml")
+    if not dvc_yaml.is_file():
+        return
+    raw = read_yaml(params_file)
+    for name in sorted(set(re.findall(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}", dvc_yaml.read_text()))):
+        if name in ("key", "item") or name.startswith("item."):
+            continue
+        value = raw
+        for part in name.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ConfigError(f"{params_file}: missing `{name}`, which dvc.yaml reads "
+                                  "(docs/troubleshooting.md)")
+            value = value[part]
+
+
+SUBCOMMANDS = [add_predict_parser, add_report_parser, add_check_images_parser,
+               add_preflight_parser, add_lr_find_parser]
 
 
 def _version() -> str:
