@@ -1,23 +1,36 @@
 # Two entry points for a fresh machine: `make repro` and `make test`. Both are idempotent.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
-BIN := $(CURDIR)/$(VENV)/bin
-INSTALLED := $(VENV)/.installed
+# A test that runs make on a fresh clone points VENV at the suite's environment.
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# The stamp is named by the content it installed, not dated: a fresh clone's files are newer
+# than an environment made from the same lock, and must not reinstall (or re-point the
+# editable install at that clone).
+LOCK_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+INSTALLED := $(VENV)/.installed-$(LOCK_HASH)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands call `python`; put the venv first so they get its packages.
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: setup dataset repro test clean-venv
+.PHONY: setup dataset repro test quick-test slow-test lock clean-venv
 
-$(INSTALLED): requirements.txt pyproject.toml
+# requirements.txt is the lock: every package, transitive ones included, at one version.
+# pip-sync (from the lock) then removes what an older lock installed and this one does not.
+$(INSTALLED):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/pip-sync -q --python-executable $(BIN)/python requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed*
 	touch $@
+
+# After editing requirements.in or pyproject.toml's dependencies: resolve the lock anew.
+lock: $(INSTALLED)
+	$(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.txt requirements.in pyproject.toml
 
 # dvc plots show loads Vega from a CDN by default; this page carries it inline (works offline).
 $(PLOTS_TEMPLATE): $(INSTALLED) scripts/offline_plots_template.py
@@ -33,13 +46,24 @@ dataset:
 
 # DVC hashes the image folder before any stage runs, and reading a FIFO or a link to
 # /dev/zero there never ends: the check names such entries instead of a silent hang.
+# preflight validates params.yaml and, on an image-folder source, the folder: one line
+# instead of DVC's own errors. It runs this checkout's code, as the stage commands do.
 repro: setup
-	$(BIN)/cnnpipe check-images
+	PYTHONPATH=src $(BIN)/python -m cnnpipe.cli preflight
 	$(RUN) $(BIN)/dvc repro
 	$(BIN)/python scripts/sync_readme.py
 
-test: setup
-	$(RUN) $(BIN)/python -m pytest
+# The whole suite, tier by tier: the slow tier runs only once the quick one passes.
+test: quick-test slow-test
+
+# Undeclared imports (seconds), then every test not marked slow (minutes): before each push.
+quick-test: setup
+	$(BIN)/deptry src stages
+	$(RUN) $(BIN)/python -m pytest -m "not slow"
+
+# End-to-end runs of the pipeline, make and the CI workflow on fresh clones.
+slow-test: setup
+	$(RUN) $(BIN)/python -m pytest -m slow
 
 clean-venv:
 	rm -rf $(VENV)

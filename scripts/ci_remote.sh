@@ -10,7 +10,7 @@ python=${PYTHON:-.venv/bin/python}
 
 url=$("$dvc" remote list 2>/dev/null | awk 'NR == 1 {print $2}')
 if [ -z "$url" ]; then
-    echo "no DVC remote configured: every stage runs (README: \"CI and a DVC remote\")"
+    echo "no DVC remote configured: every stage runs (docs/experiments.md: \"CI on pull requests\")"
     echo "configured=false" >> "${GITHUB_OUTPUT:-/dev/null}"
     exit 0
 fi

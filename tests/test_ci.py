@@ -74,13 +74,17 @@ def test_workflow_pulls_reproduces_pushes_and_reports_in_that_order():
     def index(predicate) -> int:
         return next(i for i, command in enumerate(commands) if predicate(command))
 
-    test = index(lambda c: c.strip() == "make test")
+    quick = index(lambda c: c.strip() == "make quick-test")
+    slow = index(lambda c: c.strip() == "make slow-test")
     pull = index(lambda c: "ci_remote.sh pull" in c)
     repro = index(lambda c: c.strip().startswith("make repro"))
     push = index(lambda c: "ci_remote.sh push" in c)
     report = index(lambda c: "ci_report.sh" in c)
     comment = index(lambda c: "cml comment update" in c)
-    assert test < pull < repro < push < report < comment
+    assert quick < slow < pull < repro < push < report < comment
+    # Together the two tiers are `make test`, the README's one test command.
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ntest: quick-test slow-test\n" in makefile
     # Only main's runs fill the remote; pull requests read it.
     assert "github.event_name == 'push'" in steps[push]["if"]
     assert steps[report]["env"]["BASE"] == "origin/${{ github.base_ref }}"
