@@ -1,4 +1,4 @@
-"""The README's commands for comparing runs, run as written on the real dvc.yaml and
+"""The documented commands for comparing runs (README and docs/experiments.md), run as written on the real dvc.yaml and
 params.yaml with headline metrics for every default variant (no training: DVC reads only the
 files), and the training records beside them that must not show up."""
 
@@ -15,15 +15,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = str(Path(sys.executable).parent / "dvc")
-SECTIONS = ("## Change a parameter and compare", "## Experiment workflow")
+# Where the compare commands are written: the README's tour and the experiments page.
+SECTIONS = {"README.md": ("## A tour of the everyday commands",),
+            "docs/experiments.md": ("## Change a parameter and compare", "## Experiment workflow")}
 CHANGED = "simple_cnn"
 
 
 def readme_commands() -> list[str]:
-    """The `dvc metrics ...` and `dvc exp show ...` lines of the README's compare sections."""
-    readme = (ROOT / "README.md").read_text()
-    sections = "".join(readme.split(title, 1)[1].split("\n## ", 1)[0] for title in SECTIONS)
-    commands = []
+    """The `dvc metrics ...` and `dvc exp show ...` lines of the documented compare sections."""
+    sections = ""
+    for page, titles in SECTIONS.items():
+        text = (ROOT / page).read_text()
+        sections += "".join(text.split(title, 1)[1].split("\n## ", 1)[0] for title in titles)
+    commands = []  # in page order; the tour repeats some
     for block in re.findall(r"```sh\n(.*?)```", sections, re.S):
         for line in block.splitlines():
             command = re.sub(r"\s+#.*$", "", line).strip()
@@ -76,10 +80,10 @@ def repo(tmp_path_factory):
 def test_readme_lists_the_commands_this_module_runs():
     commands = readme_commands()
     assert {"dvc metrics show", "dvc metrics diff"} <= set(commands)
-    assert sum(c.startswith("dvc exp show") for c in commands) == 2
+    assert len({c for c in commands if c.startswith("dvc exp show")}) == 2
 
 
-@pytest.mark.parametrize("command", readme_commands())
+@pytest.mark.parametrize("command", sorted(set(readme_commands())))
 def test_readme_compare_command_runs_and_shows_headline_accuracy(repo, command):
     path, variants = repo
     output = _run(path, *shlex.split(command))

@@ -286,15 +286,15 @@ def test_overrides_set_nested_keys_and_refuse_missing_sections():
 
 
 def full_profile_overrides() -> list[tuple[str, object]]:
-    """The `-S key=value` pairs of the README's `dvc exp run -n full` command."""
-    readme = (ROOT / "README.md").read_text()
+    """The `-S key=value` pairs of the `dvc exp run -n full` command in docs/variants.md."""
+    readme = (ROOT / "docs/variants.md").read_text()
     block = readme[readme.index("dvc exp run -n full"):]
     block = block[: block.index("```")]
     pairs = re.findall(r"-S '?([\w.]+)=([^'\s]+)'?", block)
     return [(key, yaml.safe_load(value)) for key, value in pairs]
 
 
-def test_readme_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
+def test_documented_full_profile_is_valid_and_lifts_every_variant_epoch_limit():
     params = parse_params(with_overrides(DEFAULTS, full_profile_overrides()))
     for name, variant in params.models.items():
         target_epochs = (variant.epochs or params.train.epochs) + getattr(
