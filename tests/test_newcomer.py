@@ -140,13 +140,13 @@ def test_after_the_workflow_status_is_clean_and_a_second_make_repro_runs_nothing
 
 def test_make_repro_on_an_image_folder_tracked_with_dvc_add(clone):
     folder = clone / "data/images"
-    write_digits_folder(folder, size=16)
+    write_digits_folder(folder, size=28)
     for digit in folder.iterdir():
         if digit.name not in DIGITS_KEPT:
             shutil.rmtree(digit)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["data"].update({"source": "image_folder", "input": "data/images"})
-    params["data"]["images"]["image_size"] = [16, 16]
+    params["data"]["images"]["image_size"] = [28, 28]
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(clone, str(SUITE_VENV / "bin/dvc"), "add", "-q", "data/images")
     run(clone, "git", "add", "-A")
