@@ -168,7 +168,7 @@ List the FIFOs, devices and sockets in an image folder, directly or through a fi
 DVC hashes the image folder as the prepare stage's dependency before any stage runs, and
 reads every file and file link in it: a link to /dev/zero or a FIFO makes `dvc status` and
 `dvc repro` hang without a word, before the prepare stage could refuse it. `make repro` runs
-this check first. (The prepare stage itself never reads such entries: it lists them in
+this check first on an image-folder source (through `cnnpipe preflight`). (The prepare stage itself never reads such entries: it lists them in
 reports/data_quality.md.)
 
 Exit status: 0 none found; 1 some found (each printed on its own line); 2 the folder is
@@ -186,11 +186,13 @@ def add_check_images_parser(subparsers) -> None:
         "folder", nargs="?", metavar="FOLDER",
         help="the folder to check (default: data.image_folder.path in --params)",
     )
-    parser.add_argument(
-        "--params", default="params.yaml", metavar="FILE",
-        help="where to read the default folder from (default: %(default)s)",
-    )
+    _add_params_option(parser, "where to read the default folder from")
     parser.set_defaults(handler=run_check_images)
+
+
+def _add_params_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help=f"{what} (default: %(default)s)")
 
 
 def _image_folder_setting(params_file: str) -> str:
@@ -248,10 +250,7 @@ def add_preflight_parser(subparsers) -> None:
         description=PREFLIGHT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--params", default="params.yaml", metavar="FILE",
-        help="the params file to check (default: %(default)s)",
-    )
+    _add_params_option(parser, "the params file to check")
     parser.set_defaults(handler=run_preflight)
 
 
