@@ -30,10 +30,22 @@ def env() -> dict[str, str]:
     }
 
 
-def run(cwd: Path, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        list(args), cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
-    )
+# Generous: a loaded machine runs a tiny pipeline several times slower than an idle one, and a
+# test should fail for what the code did, not for how busy the machine was.
+SUBPROCESS_TIMEOUT = 1800
+
+
+def run(cwd: Path, *args: str, check: bool = True,
+        timeout: int = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(
+            list(args), cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as hung:
+        tail = (hung.stdout or b"")[-2000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        raise AssertionError(f"{' '.join(args)} still running after {timeout} s in {cwd}; "
+                             f"its last output:\n{tail}") from None
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

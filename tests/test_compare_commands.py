@@ -38,7 +38,7 @@ def readme_commands() -> list[str]:
 
 def _run(repo: Path, *args: str) -> str:
     done = subprocess.run([DVC if args[0] == "dvc" else args[0], *args[1:]], cwd=repo,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{args}: {done.stderr}"
     return done.stdout
 

@@ -57,7 +57,7 @@ def test_deptry_fails_on_an_import_that_only_comes_through_another_package(tmp_p
         '[project]\nname = "toy"\nversion = "0"\ndependencies = ["numpy"]\n')
     (project / "src/toy/__init__.py").write_text("import numpy\nimport yaml\n")
     done = subprocess.run([str(VENV_BIN / "deptry"), "--no-ansi", "src"], cwd=project,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "DEP003 'yaml' imported but it is a transitive dependency" in \
         done.stdout + done.stderr
@@ -65,5 +65,5 @@ def test_deptry_fails_on_an_import_that_only_comes_through_another_package(tmp_p
 
 def test_deptry_passes_on_this_project():
     done = subprocess.run([str(VENV_BIN / "deptry"), "--no-ansi", "src", "stages"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr

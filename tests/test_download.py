@@ -116,19 +116,19 @@ def test_a_well_behaved_download_arrives_whole(server, tmp_path):
 def test_an_announced_size_over_the_cap_is_refused_before_the_body(server, tmp_path):
     message, seconds = failed_download(f"{server}/announced_10gib", tmp_path)
     assert "announces 10240.0 MiB, more than the limit of 1.0 MiB (data.download.max_mb)" in message
-    assert seconds < 5
+    assert seconds < 30  # the promise is the message; the bound only catches a hang
 
 
 def test_an_unannounced_body_over_the_cap_is_stopped_while_streaming(server, tmp_path):
     message, seconds = failed_download(f"{server}/unannounced_endless", tmp_path)
     assert "more than the limit of 1.0 MiB arrived (data.download.max_mb)" in message
-    assert seconds < 10
+    assert seconds < 60  # likewise
 
 
 def test_a_trickling_server_trips_the_stall_detector(server, tmp_path):
     message, seconds = failed_download(f"{server}/trickle", tmp_path)
     assert "stalled" in message and "data.download.stall_seconds" in message, message
-    assert 0.9 < seconds < 5
+    assert 0.9 < seconds < 30  # waited for the stall limit (1 s), then gave up
 
 
 def test_a_trickle_fast_enough_for_the_stall_detector_still_meets_the_deadline(
@@ -137,13 +137,13 @@ def test_a_trickle_fast_enough_for_the_stall_detector_still_meets_the_deadline(
     limits = DownloadLimits(max_bytes=2**20, stall_seconds=30.0, deadline_seconds=1.5)
     message, seconds = failed_download(f"{server}/trickle", tmp_path, limits)
     assert "not finished after" in message and "data.download.deadline_seconds" in message
-    assert 1.4 < seconds < 5
+    assert 1.4 < seconds < 30  # waited for the deadline (1.5 s), then gave up
 
 
 def test_a_silent_server_is_a_stall_not_a_hang(server, tmp_path):
     message, seconds = failed_download(f"{server}/silent", tmp_path)
     assert "stalled: 0 bytes" in message
-    assert seconds < 5
+    assert seconds < 30  # the promise is the message; the bound only catches a hang
 
 
 def test_a_connection_cut_before_the_announced_length_is_truncation(server, tmp_path):

@@ -61,7 +61,7 @@ def test_lr_find_writes_its_plot_and_suggests_a_rate_inside_the_sweep(prepared_d
     result = subprocess.run(
         [sys.executable, "-m", "cnnpipe.cli", "lr-find", "simple_cnn", "--steps", "80",
          "--start", "1e-5", "--end", "100"],
-        cwd=prepared_digits, capture_output=True, text=True, timeout=300,
+        cwd=prepared_digits, capture_output=True, text=True, timeout=900,
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr

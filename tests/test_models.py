@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 
 import keras
 import numpy as np
@@ -401,15 +400,18 @@ def test_pretrained_base_is_frozen_and_keeps_batchnorm_statistics(tmp_path):
 
 def test_imagenet_weights_fail_fast_without_network(monkeypatch, tmp_path):
     # Deterministic offline: no DNS, and an empty Keras cache so a cached file cannot mask it.
+    # "Fast" is checked by what happened, not by a clock: one look-up, no retry loop.
+    lookups = []
+
     def no_dns(*args, **kwargs):
+        lookups.append(args[0] if args else None)
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path), raising=False)
-    start = time.perf_counter()
     with pytest.raises(ModelConfigError) as info:
         tiny("mobilenet_transfer", weights="imagenet")
-    assert time.perf_counter() - start < 30
+    assert 1 <= len(lookups) <= 2, lookups
     message = str(info.value)
     assert message.startswith("Could not download ImageNet weights for MobileNetV2 (no network?): ")
     assert message.endswith("Set weights to a local .weights.h5 file or none.")

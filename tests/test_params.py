@@ -1,4 +1,5 @@
 import copy
+import os
 import re
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def test_params_stage_prints_one_line_and_exits_2_on_bad_params(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_change("train.epochs", -1)))
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "params.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: train.epochs: input should be greater than 0; got -1"
@@ -362,21 +363,23 @@ def test_the_memory_estimate_follows_batch_size_and_image_size():
     assert 0.5 < total(224, 128) / (4.9 * 2**30) < 3
 
 
-def test_bad_params_are_refused_by_the_stage_in_seconds_with_nothing_deleted(tmp_path):
-    import time
-
+def test_bad_params_are_refused_by_the_stage_without_tensorflow_and_nothing_deleted(tmp_path):
+    """The params stage is quick because it never imports TensorFlow: checked by putting a
+    `tensorflow` that refuses to import first on the path (its time is in bench/RESULTS.md)."""
+    blocker = tmp_path / "blocker" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('the params stage imported TensorFlow')\n")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_changes({
         "data.source": "image_folder", "data.images.image_size": [10000, 10000]})))
     resolved = tmp_path / "resolved" / "prepare.json"
     resolved.parent.mkdir()
     resolved.write_text("{}")  # a previous run's settings
-    start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "params.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": f"{blocker.parent}{os.pathsep}{ROOT / 'src'}"},
     )
-    assert time.perf_counter() - start < 5
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == ("error: data.images.image_size[0]: input should be less "
                                      "than or equal to 2048; got 10000")
     assert resolved.read_text() == "{}"

@@ -85,7 +85,7 @@ def plots_json(tmp_path_factory):
     shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.html"))
     done = subprocess.run([DVC, "plots", "show", "--json"], cwd=repo, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -409,14 +409,14 @@ def test_help_runs_without_tensorflow():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     result = subprocess.run(
         [sys.executable, "-m", "cnnpipe.cli", "predict", "--help"],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True, text=True, timeout=900, env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "super confident" in result.stdout and "--models-dir" in result.stdout
     probe = ("import sys, cnnpipe.cli as c; c.build_parser(); "
              "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            timeout=60, env=env)
+                            timeout=900, env=env)
     assert result.stdout.strip() == "False", result.stderr
 
 

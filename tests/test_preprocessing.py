@@ -134,7 +134,7 @@ def test_stage_writes_only_the_settings_and_runs_without_tensorflow(tmp_path, di
     for stage in ("params", "prepare", "preprocess"):
         result = subprocess.run(
             [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+            cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
         )
         assert result.returncode == 0, result.stderr
         outputs[stage] = result.stdout

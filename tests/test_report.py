@@ -226,7 +226,7 @@ def test_report_on_a_one_param_change_tests_that_variant_only(changed_repo, tmp_
     out = tmp_path / "out" / "report.md"
     done = subprocess.run(
         [sys.executable, "-m", "cnnpipe.report", "--base", "HEAD~1", "--out", str(out)],
-        cwd=changed_repo, capture_output=True, text=True, timeout=300,
+        cwd=changed_repo, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
@@ -270,7 +270,7 @@ def test_the_workflows_report_step_writes_the_comment_and_the_job_summary(change
     env = {**os.environ, "BASE": "HEAD~1", "PYTHON": sys.executable,
            "GITHUB_STEP_SUMMARY": str(summary)}
     done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=changed_repo, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     body = (changed_repo / "report.md").read_text()
     assert "`models.simple_cnn.dense_units` | `8` | `12`" in body  # changed params

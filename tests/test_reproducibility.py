@@ -6,7 +6,6 @@ The tests share one repository and run in file order: the experiment test goes l
 
 import hashlib
 import json
-import time
 
 import pytest
 from pipeline_repo import ONE_TINY_VARIANT, committed_tiny_repo, dvc
@@ -47,18 +46,12 @@ def test_editing_files_no_stage_reads_keeps_the_pipeline_up_to_date(repo):
         path.write_text(path.read_text() + "\n# an edit no stage depends on\n")
     (repo / "tests/test_new_feature.py").write_text("def test_nothing():\n    pass\n")
 
-    start = time.perf_counter()
     status = dvc(repo, "status", "--json").stdout
-    status_seconds = time.perf_counter() - start
     assert json.loads(status) == {}, status
-
-    start = time.perf_counter()
+    # Nothing re-ran: what a no-op `dvc repro` is made of (its time, a second or two, is a
+    # measurement for bench/, not something a loaded machine should fail on).
     out = dvc(repo, "repro").stdout
-    repro_seconds = time.perf_counter() - start
     assert "Running stage" not in out
-    # A few seconds here; the bound is loose for slow shared CI runners.
-    assert status_seconds < 20, status_seconds
-    assert repro_seconds < 20, repro_seconds
 
 
 def test_exp_run_set_param_shows_the_experiment_and_its_metric(repo):

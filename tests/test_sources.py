@@ -604,7 +604,7 @@ def run_prepare(workdir: Path, data: dict):
     for stage in ("params", "prepare"):  # as `dvc repro` runs them
         result = subprocess.run(
             [sys.executable, str(ROOT / "stages" / f"{stage}.py")],
-            cwd=workdir, capture_output=True, text=True, timeout=120,
+            cwd=workdir, capture_output=True, text=True, timeout=900,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")},  # this checkout's code
         )
         if result.returncode:

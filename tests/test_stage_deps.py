@@ -266,8 +266,6 @@ def _output_digests(repo: Path) -> dict[str, str]:
 def test_dvc_repro_refuses_a_bad_value_fast_and_keeps_every_output(
     reproduced_repo, key, value, named
 ):
-    import time
-
     from pipeline_repo import dvc
 
     params_file = reproduced_repo / "params.yaml"
@@ -275,16 +273,15 @@ def test_dvc_repro_refuses_a_bad_value_fast_and_keeps_every_output(
     before = _output_digests(reproduced_repo)
     params_file.write_text(_set_in_yaml(good, key, value))
     try:
-        start = time.perf_counter()
         result = dvc(reproduced_repo, "repro", check=False)
-        seconds = time.perf_counter() - start
     finally:
         params_file.write_text(good)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and named in errors[0], result.stderr
+    # Refused by the first stage, before any stage that imports TensorFlow could start.
+    assert "Running stage 'params'" in result.stdout
     assert "Running stage 'prepare'" not in result.stdout
-    assert seconds < 5, seconds
     assert _output_digests(reproduced_repo) == before
     assert _changed_stages(reproduced_repo) == set()
 
