@@ -53,17 +53,22 @@ repro: setup
 	$(RUN) $(BIN)/dvc repro
 	$(BIN)/python scripts/sync_readme.py
 
-# The whole suite, tier by tier: the slow tier runs only once the quick one passes.
+# The whole suite, tier by tier: the slow tier runs only once the quick one passes. Two test
+# processes (pytest-xdist), a module each at a time so module fixtures are built once: much of
+# a tiny pipeline's time is single-threaded (DVC, start-up, graph tracing).
+TEST_WORKERS ?= 2
+PYTEST := $(RUN) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: quick-test slow-test
 
 # Undeclared imports (seconds), then every test not marked slow (minutes): before each push.
 quick-test: setup
 	$(BIN)/deptry src stages
-	$(RUN) $(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # End-to-end runs of the pipeline, make and the CI workflow on fresh clones.
 slow-test: setup
-	$(RUN) $(BIN)/python -m pytest -m slow
+	$(PYTEST) -m slow
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,7 +8,13 @@ action=${1:?usage: ci_remote.sh pull|push}
 dvc=${DVC:-.venv/bin/dvc}
 python=${PYTHON:-.venv/bin/python}
 
-url=$("$dvc" remote list 2>/dev/null | awk 'NR == 1 {print $2}')
+# The default remote's URL from the config, not from `dvc remote list`, whose table wraps long
+# URLs at $COLUMNS (pytest-xdist workers set it to 80).
+name=$("$dvc" remote default 2>/dev/null || true)
+url=
+if [ -n "$name" ]; then
+    url=$("$dvc" config "remote.$name.url" 2>/dev/null || true)
+fi
 if [ -z "$url" ]; then
     echo "no DVC remote configured: every stage runs (docs/experiments.md: \"CI on pull requests\")"
     echo "configured=false" >> "${GITHUB_OUTPUT:-/dev/null}"

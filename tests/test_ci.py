@@ -143,7 +143,7 @@ def test_remote_script_pushes_and_a_fresh_clone_pulls(tmp_path):
         subprocess.run(args, cwd=repo, check=True, capture_output=True)
     done, outputs = _remote_script(repo, "push", tmp_path)
     assert done.returncode == 0, done.stderr
-    assert outputs.strip() == "configured=true"
+    assert outputs.strip() == "configured=true", done.stdout + done.stderr
     assert any(path.is_file() for path in storage.rglob("*"))
     # A CI runner: the same commit without the cache or the file.
     shutil.rmtree(repo / ".dvc/cache")
