@@ -4,28 +4,30 @@ PYTHON ?= python3
 # A test that runs make on a fresh clone points VENV at the suite's environment.
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
-# The stamp is named by the content it installed, not dated: a fresh clone's files are newer
-# than an environment made from the same lock, and must not reinstall (or re-point the
-# editable install at that clone).
+# The stamp holds the hash of what it installed and is judged by it, not by its date: a fresh
+# clone's files are newer than an environment made from the same lock, and must not reinstall
+# (or re-point the editable install at that clone). A different hash, or none, reinstalls.
 LOCK_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
-INSTALLED := $(VENV)/.installed-$(LOCK_HASH)
+INSTALLED := $(VENV)/.installed
+STALE := $(if $(filter $(LOCK_HASH),$(shell cat $(INSTALLED) 2>/dev/null)),,FORCE)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Stage commands call `python`; put the venv first so they get its packages.
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 
-.PHONY: setup dataset repro test quick-test slow-test lock clean-venv
+.PHONY: setup dataset repro test quick-test slow-test lock clean-venv FORCE
 
 # requirements.txt is the lock: every package, transitive ones included, at one version.
 # pip-sync (from the lock) then removes what an older lock installed and this one does not.
-$(INSTALLED):
+$(INSTALLED): $(STALE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/pip-sync -q --python-executable $(BIN)/python requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
-	rm -f $(VENV)/.installed*
-	touch $@
+	echo $(LOCK_HASH) > $@
+
+FORCE:
 
 # After editing requirements.in or pyproject.toml's dependencies: resolve the lock anew.
 lock: $(INSTALLED)
