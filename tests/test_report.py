@@ -180,7 +180,7 @@ def test_assets_folder_not_made_by_the_report_is_never_replaced(tmp_path):
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     with pytest.raises(report.ReportError, match="not written by"):
-        report._replace_assets(None, foreign)
+        report.replace_assets(None, foreign)
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
