@@ -238,6 +238,22 @@ def test_broken_files_get_their_own_errors_and_the_rest_are_classified(
     assert "5 of 7 files could not be classified" in err
 
 
+def test_a_folder_among_the_files_is_skipped_with_one_line_and_the_file_still_classified(
+    in_repo, tmp_path, capsys
+):
+    good = write_png(tmp_path / "ok.png", gray_images(1)[0])
+    folder = tmp_path / "some_dir"
+    folder.mkdir()
+    write_png(folder / "inside.png", gray_images(1)[0])
+    code, out, err = run_cli(capsys, "predict", good, f"{folder}/", "--model", "tiny")
+    assert code == 1
+    assert f"{good}: " in out
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {folder}/: a folder, not an image file: skipped (name its files, "
+                      "e.g. FOLDER/*.jpg)"]
+    assert "Traceback" not in err and "1 of 2 files could not be classified" in err
+
+
 def test_json_output_has_the_fields(in_repo, mixed_files, capsys):
     code, records, err = run_json(capsys, "predict", *mixed_files, "-m", "tiny")
     assert code == 1

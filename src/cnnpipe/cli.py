@@ -50,7 +50,8 @@ feedback band, and the probability of every class:
   not very sure     otherwise
 
 A file that cannot be classified (missing, empty, not an image, truncated, too large) gets
-an error line on stderr (or an "error" field with --json); the other files are still
+an error line on stderr (or an "error" field with --json), and so does a folder, which is
+skipped rather than read into (`photos/*.jpg` names its files); the other files are still
 classified.
 
 Exit status: 0 every file classified; 1 at least one file failed; 2 usage or model error

@@ -275,6 +275,14 @@ class Prediction:
         return float(self.probabilities[self.predicted])
 
 
+def _not_a_file(source) -> str | None:
+    """Why ``source`` is skipped before decoding: a folder is not read into (a shell glob
+    such as ``photos/*`` names the files), and is reported like any other skipped file."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        return "a folder, not an image file: skipped (name its files, e.g. FOLDER/*.jpg)"
+    return None
+
+
 def classify_files(
     predictor: Predictor, files: list[str | Path]
 ) -> tuple[list[Prediction], np.ndarray]:
@@ -289,6 +297,9 @@ def classify_files(
     predictions = [Prediction(file=str(f)) for f in files]
     raws, decoded = [], []
     for prediction, source in zip(predictions, files, strict=True):
+        prediction.error = _not_a_file(source)
+        if prediction.error:
+            continue
         try:
             raws.append(read_image(source, predictor.raw_shape, predictor.crop_to_aspect_ratio))
         except ImageDecodeError as exc:
