@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnpipe.core.errors import TrainingError
 from cnnpipe.lr_find import suggest, sweep_rates
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,11 +29,25 @@ def test_the_suggestion_is_the_steepest_fall_before_the_minimum():
     assert suggested < minimum
 
 
-def test_a_sweep_needs_a_range_and_enough_steps():
+def test_a_sweep_needs_a_bounded_range_and_a_bounded_number_of_steps():
     with pytest.raises(ValueError, match="start < end"):
         sweep_rates(1.0, 1e-3, 100)
-    with pytest.raises(ValueError, match="steps must be at least"):
+    with pytest.raises(ValueError, match="start < end"):
+        sweep_rates(float("nan"), 1.0, 100)
+    with pytest.raises(ValueError, match=r"rates must lie within 1e-12\.\.100, got start=1000"):
+        sweep_rates(1e3, 1e6, 100)
+    with pytest.raises(ValueError, match="steps must be 20 to 10000, got 5"):
         sweep_rates(1e-6, 1.0, 5)
+    with pytest.raises(ValueError, match="steps must be 20 to 10000, got 100000000"):
+        sweep_rates(1e-6, 1.0, 100_000_000)
+
+
+def test_a_suggestion_at_either_end_of_the_sweep_is_refused():
+    rates = sweep_rates(1e-3, 10.0, 50)
+    with pytest.raises(TrainingError, match=r"did not fall from the sweep's first rate \(0.001\)"):
+        suggest(rates, np.linspace(2.0, 9.0, 50))  # diverging from the start
+    with pytest.raises(TrainingError, match=r"still fell fastest at the sweep's last rate \(10\)"):
+        suggest(rates, 3.0 - np.exp(np.linspace(0, 1, 50)))  # falling ever faster
 
 
 @pytest.fixture

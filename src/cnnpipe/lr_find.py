@@ -23,6 +23,9 @@ from cnnpipe.core.errors import TrainingError
 
 SMOOTHING = 0.98  # fastai's beta: the loss of one batch is noisy
 MIN_STEPS_BEFORE_STOP = 10
+# No optimizer here learns at a rate above 100, nor notices one below 1e-12; a sweep longer
+# than 10,000 batches is a typo, not a range test (fastai's default is 100).
+LOWEST_RATE, HIGHEST_RATE, MAX_STEPS = 1e-12, 100.0, 10_000
 
 
 @dataclass
@@ -42,20 +45,34 @@ class RangeTest:
 
 
 def sweep_rates(start: float, end: float, steps: int) -> np.ndarray:
-    if not 0 < start < end:
+    if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
         raise ValueError(f"need 0 < start < end, got start={start:g}, end={end:g}")
-    if steps < 2 * MIN_STEPS_BEFORE_STOP:
-        raise ValueError(f"steps must be at least {2 * MIN_STEPS_BEFORE_STOP}, got {steps}")
+    if start < LOWEST_RATE or end > HIGHEST_RATE:
+        raise ValueError(f"rates must lie within {LOWEST_RATE:g}..{HIGHEST_RATE:g}, got "
+                         f"start={start:g}, end={end:g}")
+    if not 2 * MIN_STEPS_BEFORE_STOP <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be {2 * MIN_STEPS_BEFORE_STOP} to {MAX_STEPS}, got {steps}")
     return start * (end / start) ** (np.arange(steps) / (steps - 1))
 
 
 def suggest(rates: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
-    """(steepest-descent rate before the minimum, rate at the minimum)."""
+    """(steepest-descent rate before the minimum, rate at the minimum).
+
+    A suggestion at either end of the sweep is refused: at the first rate the loss never
+    fell (the sweep started too high), at the last it was still falling (it ended too low),
+    and either way the best rate lies outside what was tried."""
     lowest = int(np.argmin(smoothed))
-    if lowest < 2:
-        return float(rates[lowest]), float(rates[lowest])
-    slopes = np.gradient(smoothed[: lowest + 1], np.log(rates[: lowest + 1]))
-    return float(rates[int(np.argmin(slopes))]), float(rates[lowest])
+    steepest = 0
+    if lowest >= 2:
+        slopes = np.gradient(smoothed[: lowest + 1], np.log(rates[: lowest + 1]))
+        steepest = int(np.argmin(slopes))
+    if steepest == 0:
+        raise TrainingError(f"the loss did not fall from the sweep's first rate ({rates[0]:g}); "
+                            "start the sweep lower (--start)")
+    if steepest == len(rates) - 1:
+        raise TrainingError(f"the loss still fell fastest at the sweep's last rate "
+                            f"({rates[-1]:g}); end the sweep higher (--end)")
+    return float(rates[steepest]), float(rates[lowest])
 
 
 def range_test(
@@ -188,7 +205,8 @@ def add_lr_find_parser(subparsers) -> None:
     parser.add_argument("--start", type=float, default=1e-7, help="first rate (default: %(default)g)")
     parser.add_argument("--end", type=float, default=10.0, help="last rate (default: %(default)g)")
     parser.add_argument("--steps", type=int, default=100,
-                        help="batches in the sweep, at most (default: %(default)s)")
+                        help=f"batches in the sweep, at most (default: %(default)s; "
+                             f"{2 * MIN_STEPS_BEFORE_STOP} to {MAX_STEPS})")
     parser.add_argument("--out", default="reports/lr_find", metavar="DIR",
                         help="where the plot and the table go (default: %(default)s)")
     parser.set_defaults(handler=_run)
