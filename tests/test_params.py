@@ -383,3 +383,70 @@ def test_bad_params_are_refused_by_the_stage_without_tensorflow_and_nothing_dele
     assert result.stderr.strip() == ("error: data.images.image_size[0]: input should be less "
                                      "than or equal to 2048; got 10000")
     assert resolved.read_text() == "{}"
+
+
+# --- the memory limit a container sets ----------------------------------------------------
+
+GIB = 2**30
+
+
+def _fake_cgroups(tmp_path, files: dict[str, str], membership: str):
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content + "\n")
+    (tmp_path / "proc_cgroup").write_text(membership + "\n")
+    return tmp_path / "root", tmp_path / "proc_cgroup"
+
+
+def test_a_nested_cgroup_v2_limit_is_found_above_the_process_cgroup(tmp_path):
+    from cnnpipe.params.memory import memory_limit
+
+    root, proc = _fake_cgroups(tmp_path, {
+        "root/memory.max": "max", "root/box/memory.max": str(6 * GIB),
+        "root/box/job/memory.max": "max"}, "0::/box/job")
+    limit = memory_limit(root, proc)
+    assert limit.bytes == 6 * GIB
+    assert limit.source == f"the container's limit (cgroup v2 {root}/box/memory.max)"
+
+
+def test_a_cgroup_v1_limit_counts_also_when_the_container_mounts_its_own_as_the_root(tmp_path):
+    from cnnpipe.params.memory import memory_limit
+
+    membership = "12:pids:/docker/abc\n4:memory:/docker/abc\n0::/"
+    root, proc = _fake_cgroups(tmp_path, {
+        "root/memory/memory.limit_in_bytes": "9223372036854771712",  # v1's "no limit"
+        "root/memory/docker/abc/memory.limit_in_bytes": str(6 * GIB)}, membership)
+    assert memory_limit(root, proc).bytes == 6 * GIB
+    # Inside the container the host's path is absent: the mounted root holds the limit.
+    namespaced = tmp_path / "ns"
+    root, proc = _fake_cgroups(namespaced, {
+        "root/memory/memory.limit_in_bytes": str(5 * GIB)}, membership)
+    limit = memory_limit(root, proc)
+    assert limit.bytes == 5 * GIB and "cgroup v1" in limit.source
+
+
+def test_the_process_own_address_space_limit_counts(tmp_path, monkeypatch):
+    import resource
+
+    from cnnpipe.params.memory import memory_limit
+
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (
+        (2 * GIB, resource.RLIM_INFINITY) if which == resource.RLIMIT_AS else real(which)))
+    limit = memory_limit(tmp_path / "none", tmp_path / "none")
+    assert limit.bytes == 2 * GIB and limit.source == "this process's RLIMIT_AS (ulimit)"
+
+
+def test_a_container_limit_below_the_estimate_refuses_the_variant_and_names_the_limit(
+    tmp_path, monkeypatch
+):
+    """What an OOM kill mid-run used to be: a 6 GiB cgroup-v1 container, and the default
+    variants at a size that needs more."""
+    from cnnpipe.params import memory
+
+    root, proc = _fake_cgroups(tmp_path, {
+        "root/memory/memory.limit_in_bytes": str(6 * GIB)}, "4:memory:/")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    monkeypatch.setattr(memory, "PROC_CGROUP", proc)
+    with pytest.raises(ConfigError, match=r"over the 6\.4 GB of the container's limit \(cgroup v1 "):
+        parse_params(with_changes({"preprocess.image_size": 256}))

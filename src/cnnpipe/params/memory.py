@@ -265,14 +265,73 @@ def training_memory(
     )
 
 
-def machine_memory_bytes() -> int:
-    """Physical RAM, or the cgroup's limit where a container has a smaller one."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    bytes: int
+    source: str  # what sets it, for the refusal message
+
+
+def memory_limit(cgroup_root: Path | None = None, proc_cgroup: Path | None = None) -> MemoryLimit:
+    """The memory this process may use: physical RAM, or less where a cgroup limit (v2's
+    ``memory.max`` or v1's ``memory.limit_in_bytes``, of this process's own cgroup and of every
+    enclosing one, as nested containers set them) or the process's own limit (``ulimit -v``,
+    ``-d``) allows less. The smallest wins."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cgroups = _cgroup_limits(cgroup_root or CGROUP_ROOT, proc_cgroup or PROC_CGROUP)
+    limits = [MemoryLimit(ram, "this machine's memory"), *cgroups, *_process_limits()]
+    return min(limits, key=lambda limit: limit.bytes)
+
+
+def _cgroup_limits(root: Path, proc_cgroup: Path) -> list[MemoryLimit]:
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return total
-    return min(total, int(limit)) if limit.isdigit() else total
+        lines = []
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # the v2 unified hierarchy (beside v1's on a hybrid host)
+            unified = root / "unified" if (root / "unified").is_dir() else root
+            found += _limits_up_from(unified, path, "memory.max", "cgroup v2")
+        elif "memory" in controllers.split(","):
+            found += _limits_up_from(root / "memory", path, "memory.limit_in_bytes", "cgroup v1")
+    return found
+
+
+def _limits_up_from(base: Path, path: str, name: str, kind: str) -> list[MemoryLimit]:
+    """The limit files from the process's cgroup up to the hierarchy's root. A container that
+    mounts its own cgroup as the root has no folder for the host's path: its limit is then in
+    the root's file, which the walk reaches too."""
+    found, current = [], Path(path.strip("/"))
+    while True:
+        file = base / current / name
+        try:
+            text = file.read_text().strip()
+        except OSError:
+            text = ""
+        if text.isdigit():  # "max" (v2) is no limit; v1's "no limit" is a huge number
+            found.append(MemoryLimit(int(text), f"the container's limit ({kind} {file})"))
+        if current == current.parent:
+            return found
+        current = current.parent
+
+
+def _process_limits() -> list[MemoryLimit]:
+    import resource
+
+    found = []
+    for name in ("RLIMIT_AS", "RLIMIT_DATA"):
+        soft, _ = resource.getrlimit(getattr(resource, name))
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            found.append(MemoryLimit(soft, f"this process's {name} (ulimit)"))
+    return found
 
 
 def input_shapes(params) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
@@ -297,8 +356,9 @@ def check_training_memory(params) -> None:
     limit_gb = params.train.max_memory_gb
     where = "train.max_memory_gb"
     if limit_gb is None:
-        limit_gb = machine_memory_bytes() / 1e9
-        where = "this machine's memory (train.max_memory_gb: null)"
+        limit = memory_limit()
+        limit_gb = limit.bytes / 1e9
+        where = f"{limit.source} (train.max_memory_gb: null)"
     raw, model, classes = input_shapes(params)
     shuffle = params.train.shuffle_buffer_mb * 2**20
     for name, variant in params.models.items():
