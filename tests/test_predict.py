@@ -312,7 +312,30 @@ def test_a_damaged_model_file_is_a_one_line_error(in_repo, tmp_path, capsys):
     saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     file = write_png(tmp_path / "one.png", gray_images(1)[0])
     code, _, err = run_cli(capsys, "predict", file, "-m", "tiny", "--models-dir", models)
-    assert code == 2 and err.startswith("error: cannot load") and len(err.strip().splitlines()) == 1
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    # Named as corrupt: Keras itself says "File not found" about a file that exists.
+    assert err.startswith(f"error: {saved} is corrupt (not a complete .keras archive") and \
+        "not found" not in err.lower()
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("raw_image_shape", [32, 32, 3], "says the model takes 32x32x3 images, but"),
+    ("class_names", ["a", "b", "c", "d", "e"], "names 5 classes, but"),
+])
+def test_a_card_that_disagrees_with_its_model_is_one_line(in_repo, tmp_path, capsys, key, value,
+                                                          says):
+    models = tmp_path / "models"
+    save_variant(models, "tiny", in_repo["tiny"], CLASSES)
+    card_path = models / "tiny" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card[key] = value
+    if key == "class_names":
+        card["num_classes"] = len(value)  # a consistent card, just not this model's
+    card_path.write_text(json.dumps(card))
+    file = write_png(tmp_path / "one.png", gray_images(1)[0])
+    code, _, err = run_cli(capsys, "predict", file, "-m", "tiny", "--models-dir", models)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert says in err and "different runs; retrain (dvc repro)" in err and "Traceback" not in err
 
 
 def test_binary_model_gives_two_class_probabilities(in_repo, tmp_path, capsys):

@@ -206,8 +206,27 @@ def load_predictor(
     class_names = _class_names(card, card_path)
     crop_to_aspect_ratio = _crop_to_aspect_ratio(card, card_path)
 
+    model = _load_model(model_path)
+    _check_card_matches_model(model, raw_shape, class_names, card_path, model_path)
+    return Predictor(
+        variant=variant,
+        model=model,
+        class_names=class_names,
+        raw_shape=raw_shape,
+        crop_to_aspect_ratio=crop_to_aspect_ratio,
+        icons=_icons(card, data_card),
+    )
+
+
+def _load_model(model_path: Path):
+    import zipfile
+
     from cnnpipe.evaluate.inference import load_trained_model
 
+    # Keras reports a damaged archive as "File not found" about a file that exists.
+    if not zipfile.is_zipfile(model_path):
+        raise ConfigError(f"{model_path} is corrupt (not a complete .keras archive, truncated or "
+                          "overwritten?): restore it with `dvc checkout` or retrain (dvc repro)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -221,14 +240,23 @@ def load_predictor(
     for warning in caught:  # loaded after all: what Keras had to say still matters
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
-    return Predictor(
-        variant=variant,
-        model=model,
-        class_names=class_names,
-        raw_shape=raw_shape,
-        crop_to_aspect_ratio=crop_to_aspect_ratio,
-        icons=_icons(card, data_card),
-    )
+    return model
+
+
+def _check_card_matches_model(model, raw_shape, class_names, card_path, model_path) -> None:
+    """A card from another run than its model would feed it the wrong pixels or name the
+    wrong classes: refused in one line instead of Keras' shape traceback."""
+    takes = tuple(model.input_shape[1:])
+    if len(takes) != len(raw_shape) or any(t not in (None, r) for t, r in zip(takes, raw_shape)):
+        shown = "x".join("?" if t is None else str(t) for t in takes)
+        raise ConfigError(
+            f"{card_path} says the model takes {'x'.join(map(str, raw_shape))} images, but "
+            f"{model_path} takes {shown}: the two are from different runs; retrain (dvc repro)")
+    units = model.output_shape[-1]
+    if units != (1 if len(class_names) == 2 else len(class_names)):
+        raise ConfigError(
+            f"{card_path} names {len(class_names)} classes, but {model_path} has {units} "
+            "outputs: the two are from different runs; retrain (dvc repro)")
 
 
 # --- files to model inputs ----------------------------------------------------------------
