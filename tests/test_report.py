@@ -133,6 +133,31 @@ def test_paired_change_matches_mcnemar_exact_by_hand():
         report.paired_accuracy_change((labels[:-1], old[:-1]), (labels, new))
 
 
+def _predictions_with(now_right: int, now_wrong: int, n: int = 1000):
+    labels = np.zeros(n, dtype=np.int64)
+    old = np.zeros(n, dtype=np.int64)
+    old[: n // 2] = 1
+    new = old.copy()
+    new[:now_right] = 0
+    new[n - now_wrong:] = 1
+    return (labels, old), (labels, new)
+
+
+def test_holm_corrects_for_testing_every_variant_at_once():
+    """Nine variants: one p of 0.03 alone is "real" at 0.05, not once corrected for nine."""
+    predictions = {f"v{i}": _predictions_with(3 + i % 2, 3) for i in range(8)}
+    predictions["lucky"] = _predictions_with(12, 3)
+    tests = report.significance(predictions)
+    lucky = tests["lucky"]
+    assert 0.01 < lucky["p_value"] < 0.05
+    assert lucky["p_holm"] == pytest.approx(min(1.0, 9 * lucky["p_value"]))
+    assert not lucky["real"]
+    assert all(t["p_holm"] >= t["p_value"] and not t["real"] for t in tests.values())
+    # A strong change survives the correction.
+    predictions["strong"] = _predictions_with(60, 3)
+    assert report.significance(predictions)["strong"]["real"]
+
+
 def _collected_with_two_variants():
     metrics = {
         "metrics/a.json": {"accuracy": {"old": 0.9, "new": 0.903, "diff": 0.003},
@@ -236,7 +261,8 @@ def test_report_on_a_one_param_change_tests_that_variant_only(changed_repo, tmp_
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert re.fullmatch(r"[+-]\d+\.\d\d pp to [+-]\d+\.\d\d pp", cells[4]), row  # interval
     assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[5]), row  # McNemar p-value
-    assert "real change" in cells[7] or "within noise" in cells[7]
+    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[6]), row  # Holm-adjusted
+    assert "real change" in cells[8] or "within noise" in cells[8]
     # The untouched variant kept its predictions: no rows, one mention.
     assert "narrow_cnn |" not in verdict and "### narrow_cnn" not in text
     assert "not listed): narrow_cnn." in text

@@ -93,7 +93,8 @@ def write_report(
 REPORT_DESCRIPTION = """\
 Compare the workspace with a git revision and write a Markdown report: changed params; for
 each variant whose predictions changed, the accuracy delta with a 95% interval and McNemar's
-exact p-value on the same test images (marked "within noise" when p >= 0.05); the headline
+exact p-value on the same test images, Holm-corrected for testing every variant at once
+(marked "within noise" when the corrected p >= 0.05); the headline
 metrics (accuracy, macro_f1, loss, ece, total_params, train_seconds) with old, new and
 delta; the workspace's leaderboard and transfer table, and PNG images of the
 plots whose data changed (at most --max-plots), saved in a folder beside the report

@@ -183,17 +183,17 @@ def _significance_section(variants: dict[str, dict], tests: dict[str, dict], bas
         accuracy = next((r for r in info["rows"] if r["metric"] == "accuracy"), None)
         if test["status"] == "compared":
             verdict = ("**real change**" if test["real"] else
-                       f"within noise (p >= {ALPHA})")
+                       f"within noise (Holm p >= {ALPHA})")
             rows.append(
                 f"| {variant} | {test['old']:.4f} | {test['new']:.4f} | {_pct(test['delta'])} | "
                 f"{_pct(test['low'])} to {_pct(test['high'])} | {_p(test['p_value'])} | "
-                f"{test['now_right']} / {test['now_wrong']} | {verdict} |")
+                f"{_p(test['p_holm'])} | {test['now_right']} / {test['now_wrong']} | {verdict} |")
         elif accuracy is not None and accuracy["delta"] is not None:
             reason = {"no_base": f"`{base}` stored no predictions",
                       "no_workspace": "the workspace has no predictions (run `dvc repro`)",
                       "unpaired": test.get("reason", "")}.get(test["status"], "")
             rows.append(f"| {variant} | {accuracy['old']:.4f} | {accuracy['new']:.4f} | "
-                        f"{_pct(accuracy['delta'])} | n/a | n/a | n/a | no test: {reason} |")
+                        f"{_pct(accuracy['delta'])} | n/a | n/a | n/a | n/a | no test: {reason} |")
         elif info["status"] in ("new", "removed"):
             notes.append(f"{variant} is {info['status']}: nothing to compare.")
     if not rows and not notes:
@@ -203,13 +203,14 @@ def _significance_section(variants: dict[str, dict], tests: dict[str, dict], bas
         out += [
             f"Test accuracy, `{base}` against the workspace, on the same test images. The "
             "interval is the 95% interval of the paired difference; p is McNemar's exact test "
-            "on the images exactly one of the two models gets right (now right / now wrong). "
-            f"A change with p >= {ALPHA} is within the noise of retraining or of the test set's "
-            "size.",
+            "on the images exactly one of the two models gets right (now right / now wrong): "
+            "it answers whether these two trained models differ on these images, not whether "
+            "the change beats the noise of retraining. Holm p corrects it for testing every "
+            f"variant at once; a change with Holm p >= {ALPHA} is within noise.",
             "",
-            "| variant | old accuracy | new accuracy | delta | 95% interval | p | "
+            "| variant | old accuracy | new accuracy | delta | 95% interval | p | Holm p | "
             "now right / now wrong | verdict |",
-            "|---|---:|---:|---:|---|---:|---:|---|",
+            "|---|---:|---:|---:|---|---:|---:|---:|---|",
             *rows,
         ]
     if notes:

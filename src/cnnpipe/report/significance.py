@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-ALPHA = 0.05  # a change with a larger p-value is reported as within noise
+ALPHA = 0.05  # a change with a larger (Holm-corrected) p-value is reported as within noise
 
 
 def paired_accuracy_change(base, workspace, confidence: float = 0.95) -> dict:
@@ -38,6 +38,7 @@ def paired_accuracy_change(base, workspace, confidence: float = 0.95) -> dict:
         "delta": delta, "low": delta - z * spread, "high": delta + z * spread,
         "now_right": now_right, "now_wrong": now_wrong,
         "changed_predictions": int((old_predicted != new_predicted).sum()),
+        # `real` for this one test alone; significance() corrects it for the whole report.
         "p_value": float(p_value), "real": bool(p_value < ALPHA),
     }
 
@@ -61,7 +62,21 @@ def significance(predictions: dict) -> dict[str, dict]:
                 continue
             status = "identical" if change["changed_predictions"] == 0 else "compared"
             result[variant] = {"status": status, **change}
+    _holm(result)
     return result
+
+
+def _holm(tests: dict[str, dict]) -> None:
+    """Holm's step-down correction over the variants compared in one report: nine tests at
+    0.05 would call one change "real" by chance in about every other report. Each compared
+    test gets ``p_holm`` (its family-wise adjusted p-value), and ``real`` follows it."""
+    compared = sorted((t["p_value"], name) for name, t in tests.items()
+                      if t["status"] == "compared")
+    running = 0.0
+    for rank, (p_value, name) in enumerate(compared):
+        running = max(running, min(1.0, (len(compared) - rank) * p_value))
+        tests[name]["p_holm"] = running
+        tests[name]["real"] = bool(running < ALPHA)
 
 
 def unchanged_variants(variants: dict[str, dict], tests: dict[str, dict]) -> list[str]:
