@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine: `make repro` and `make test`. Both are idempotent.
 SHELL := /bin/bash
 PYTHON ?= python3
-# A test that runs make on a fresh clone points VENV at the suite's environment.
+# `make VENV=DIR ...` uses another environment.
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 # The stamp holds the hash of what it installed and is judged by it, not by its date: a fresh
@@ -46,10 +46,9 @@ dataset:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
-# DVC hashes the image folder before any stage runs, and reading a FIFO or a link to
-# /dev/zero there never ends: the check names such entries instead of a silent hang.
-# preflight validates params.yaml and, on an image-folder source, the folder: one line
-# instead of DVC's own errors. It runs this checkout's code, as the stage commands do.
+# preflight validates params.yaml in full and, on an image-folder source only, checks the
+# folder: one line instead of DVC's parse errors, and no silent hang where DVC would hash a
+# FIFO or a link to /dev/zero forever. It runs this checkout's code, as the stage commands do.
 repro: setup
 	PYTHONPATH=src $(BIN)/python -m cnnpipe.cli preflight
 	$(RUN) $(BIN)/dvc repro
