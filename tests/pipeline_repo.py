@@ -65,6 +65,15 @@ def tracked_files() -> list[str]:
     return [name for name in listed if name and (ROOT / name).is_file()]
 
 
+def write_tiny_params(dest: Path, models: dict[str, dict]) -> None:
+    """Shrink ``dest/params.yaml``: few images, one epoch, only ``models``."""
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["data"].update(TINY_DATA)
+    params["train"].update(TINY_TRAIN)
+    params["models"] = models
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
     """Copy the code (no outputs, no lock) into ``dest`` as a fresh git repo with tiny params."""
     skip_prefixes = ("data/", "metrics/", "plots/", "dvclive/", "models/", "reports/")
@@ -74,11 +83,7 @@ def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["data"].update(TINY_DATA)
-    params["train"].update(TINY_TRAIN)
-    params["models"] = models
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tiny_params(dest, models)
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")
     # DVCLive refuses to run in a repository without a commit.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures import write_digits_folder
-from pipeline_repo import ONE_TINY_VARIANT, ROOT, TINY_DATA, TINY_TRAIN, env, run
+from pipeline_repo import ONE_TINY_VARIANT, ROOT, env, run, write_tiny_params
 from workflow_runner import load_job, run_job
 
 pytestmark = pytest.mark.slow
@@ -52,11 +52,7 @@ def make(repo: Path, target: str = "repro") -> subprocess.CompletedProcess:
 
 
 def _commit_tiny_params(repo: Path) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"].update(TINY_DATA)
-    params["train"].update(TINY_TRAIN)
-    params["models"] = ONE_TINY_VARIANT
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_tiny_params(repo, ONE_TINY_VARIANT)
     run(repo, "git", "commit", "-qam", "tiny params")
 
 
@@ -130,6 +126,9 @@ def test_the_workflow_steps_pass_on_a_fresh_clone_as_a_pull_request(clone):
     report = clone / "report.md"
     assert report.is_file() and report.stat().st_size > 0, "the report to post is missing"
     assert report.read_text() in (clone.parent / "github/step_summary.md").read_text()
+    # The comment step ran, on the stand-in for setup-cml's `cml`, with that report.
+    assert "cml comment update --target=pr --publish report.md" in \
+        (clone.parent / "stub.log").read_text()
 
 
 def test_after_the_workflow_status_is_clean_and_a_second_make_repro_runs_nothing(clone):
