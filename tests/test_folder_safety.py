@@ -234,7 +234,7 @@ def test_links_inside_the_folder_are_read_and_links_out_are_not(tmp_path):
 def test_check_images_names_what_would_hang_dvc(tmp_path, capsys):
     root = make_red_blue(tmp_path / "images")
     assert cli.main(["check-images", str(root)]) == 0
-    assert "no FIFOs, devices or sockets" in capsys.readouterr().out
+    assert "no FIFOs, devices, sockets or broken links" in capsys.readouterr().out
     os.mkfifo(root / "red" / ".pipe")  # hidden: prepare skips it, DVC still reads it
     (root / "blue" / "zero.png").symlink_to("/dev/zero")
     (root / "blue" / "reds").symlink_to(Path("..") / "red")  # DVC does not follow folder links
@@ -245,3 +245,16 @@ def test_check_images_names_what_would_hang_dvc(tmp_path, capsys):
     assert lines[1].startswith(f"{root}/red/.pipe: a FIFO;")
     assert len(lines) == 3 and lines[2].startswith("remove the 2 entries above")
     assert cli.main(["check-images", str(tmp_path / "nope")]) == 2
+
+
+def test_check_images_names_a_broken_link_which_stops_dvc_hashing_the_folder(tmp_path, capsys):
+    """DVC 3.67 stops `dvc add`, `dvc status` and `dvc repro` at a broken link in a tracked
+    folder with "[Errno 2] No such file or directory" (prepare itself only lists it)."""
+    root = make_red_blue(tmp_path / "images")
+    (root / "red" / "gone.png").symlink_to("missing.png")
+    assert cli.main(["check-images", str(root)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"{root}/red/gone.png: a broken link (to missing.png); DVC stops hashing "
+                     f"{root} at it",
+                     f"remove the 1 entry above from {root} (or move them out of it) before "
+                     "running dvc"]

@@ -12,6 +12,7 @@ could not be classified); 2 usage or configuration errors (bad arguments, unknow
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -159,18 +160,18 @@ def run_predict(args: argparse.Namespace) -> int:
     return status
 
 
-# --- the command --------------------------------------------------------------------------
-
 # --- check-images ---------------------------------------------------------------------
 
 CHECK_IMAGES_DESCRIPTION = """\
-List the FIFOs, devices and sockets in an image folder, directly or through a file link.
+List the FIFOs, devices and sockets in an image folder, directly or through a file link,
+and its broken links.
 
 DVC hashes the image folder as the prepare stage's dependency before any stage runs, and
 reads every file and file link in it: a link to /dev/zero or a FIFO makes `dvc status` and
-`dvc repro` hang without a word, before the prepare stage could refuse it. `make repro` runs
-this check first on an image-folder source (through `cnnpipe preflight`). (The prepare stage itself never reads such entries: it lists them in
-reports/data_quality.md.)
+`dvc repro` hang without a word, and a broken link stops them with "[Errno 2] No such file or
+directory", before the prepare stage could refuse either. `make repro` runs this check first
+on an image-folder source (through `cnnpipe preflight`). (The prepare stage itself never reads
+such entries: it lists them in reports/data_quality.md.)
 
 Exit status: 0 none found; 1 some found (each printed on its own line); 2 the folder is
 missing."""
@@ -214,21 +215,34 @@ def _image_folder_setting(params_file: str) -> str:
 
 
 def run_check_images(args: argparse.Namespace) -> int:
-    return _report_special_files(args.folder or _image_folder_setting(args.params))
+    return _report_unhashable(args.folder or _image_folder_setting(args.params))
 
 
-def _report_special_files(folder: str) -> int:
+def _report_unhashable(folder: str) -> int:
+    """What would stop DVC hashing ``folder``: entries it would read forever, and broken links
+    (DVC stops at the first with "[Errno 2] No such file or directory")."""
     from cnnpipe.data.folders import find_special_files
 
-    found = find_special_files(folder)
-    for path, kind in found:
-        print(f"{path}: {kind}; DVC would read it forever when hashing {folder}", file=sys.stderr)
+    found = [(path, f"{kind}; DVC would read it forever when hashing {folder}")
+             for path, kind in find_special_files(folder)]
+    found += [(path, f"a broken link (to {os.readlink(path)}); DVC stops hashing {folder} at it")
+              for path in _broken_links(folder)]
+    for path, why in sorted(found):
+        print(f"{path}: {why}", file=sys.stderr)
     if found:
         print(f"remove the {len(found)} entr{'y' if len(found) == 1 else 'ies'} above from "
               f"{folder} (or move them out of it) before running dvc", file=sys.stderr)
         return EXIT_FAILED
-    print(f"{folder}: no FIFOs, devices or sockets; DVC can hash it")
+    print(f"{folder}: no FIFOs, devices, sockets or broken links; DVC can hash it")
     return EXIT_OK
+
+
+def _broken_links(folder: str) -> list[str]:
+    """Links whose target is gone (the prepare stage lists them in its report and reads none)."""
+    return sorted(os.path.join(current, name)
+                  for current, _, names in os.walk(folder) for name in names
+                  if os.path.islink(os.path.join(current, name))
+                  and not os.path.exists(os.path.join(current, name)))
 
 
 # --- preflight ----------------------------------------------------------------------
@@ -276,7 +290,7 @@ def run_preflight(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"data.source is image_folder but data.image_folder.path ({folder}) is not a "
             f"folder: put <class>/<image> files there and `dvc add` it ({FOLDER_HELP})")
-    return _report_special_files(folder)
+    return _report_unhashable(folder)
 
 
 def _check_keys_dvc_reads(params_file: str) -> None:
