@@ -251,7 +251,7 @@ PREFLIGHT_DESCRIPTION = """\
 What `make repro` runs before `dvc repro`: validate params.yaml in full (as the params stage
 does), so a missing file or an empty `models:` is one line rather than DVC's `foreach` error;
 then, only when data.source is image_folder, check that the folder exists and holds no FIFO,
-device or socket (see check-images).
+device, socket or broken link (see check-images).
 
 Exit status: 0 ready for dvc repro; 1 special files found; 2 a params or folder problem."""
 
