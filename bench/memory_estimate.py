@@ -24,24 +24,26 @@ CLASSES = 10
 
 
 def variant(name, side):
+    """What train@<name> would read, with MobileNet's own size made the case's side."""
     from cnnpipe.params import load_params
+    from cnnpipe.params.resolve import train_config
 
-    spec = load_params("params.yaml").models[name]
-    hp = spec.hyperparameters()
-    if "image_size" in hp:  # MobileNet resizes to its own size: make that the case's
-        hp["image_size"] = side
-    return spec.architecture, hp
+    config = train_config(load_params("params.yaml"), name)
+    if "image_size" in config["hyperparameters"]:
+        config["hyperparameters"]["image_size"] = side
+    return config
 
 
 def measure(name, side, batch):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from cnnpipe.models import build_model
-    from cnnpipe.models.layers import classification_head_loss
+    from cnnpipe.models import classification_head_loss
+    from cnnpipe.train.build import build_network
 
-    architecture, hp = variant(name, side)
-    model = build_model(architecture, (side, side, 3), CLASSES, **hp)
+    config = {**variant(name, side), "hyperparameters": {
+        **variant(name, side)["hyperparameters"], "weights": "none"}}
+    model = build_network(config, (side, side, 3), CLASSES)
     model.compile(optimizer="adam", loss=classification_head_loss(CLASSES))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, side, side, 3), dtype=np.uint8)
@@ -51,6 +53,7 @@ def measure(name, side, batch):
 
 
 def main():
+    from cnnpipe.models import get_architecture
     from cnnpipe.params.memory import training_memory
 
     print("| variant | image | batch | estimate (GB) | peak RSS (GB) | estimate / measured |")
@@ -61,9 +64,10 @@ def main():
         run = subprocess.run([sys.executable, __file__, json.dumps([name, side, batch])],
                              capture_output=True, text=True, check=True)
         measured = int(run.stdout.split()[-1]) / 1e9
-        architecture, hp = variant(name, side)
+        config = variant(name, side)
+        settings = get_architecture(config["architecture"]).settings(config["hyperparameters"])
         shape = (side, side, 3)
-        estimate = training_memory(architecture, hp, shape, shape, batch, CLASSES).total / 1e9
+        estimate = training_memory(settings, shape, shape, batch, CLASSES).total / 1e9
         print(f"| {name} | {side}x{side}x3 | {batch} | {estimate:.2f} | {measured:.2f} | "
               f"{estimate / measured:.2f} |", flush=True)
 

@@ -7,15 +7,15 @@ Run after `dvc repro preprocess`. Each measurement is one fresh process (op dete
 process-wide and cannot be switched off again), interleaved stage / plain / stage / ...:
 
 - stage: what train@<variant> runs: seeded, deterministic ops, the shard reader with its
-  shuffle buffer, early stopping, NaN guard and the DVCLive callback (into a temporary
-  folder), ``verbose=2``, validation on the prepared val split.
+  shuffle buffer, early stopping, NaN guard, ``verbose=2``, validation on the prepared val split.
 - plain: the same model (same builder, same settings, the model normalizing inside), fed by
   a tf.data pipeline written here from the raw arrays (``from_tensor_slices``, a full
   shuffle, ``prefetch(AUTOTUNE)``), no op determinism, no callbacks, the same validation data
   and thread settings.
 
 One epoch over the images the variant's stage trains on (all 54,000, or the MobileNet pair's
-10,000-image ``train_images`` subset, picked as the stage picks it), or the first ``--images``:
+10,000-image ``train_images`` subset, picked as the stage picks it), or ``--images`` of them
+(class-proportional, as ``train_images`` picks):
 fewer make a quicker run, but each epoch's fixed costs (the shuffle buffer filling before the
 first step, validation, epoch-end callbacks) then weigh more than in the stage. The epoch runs
 after two warm-up batches (tracing) and is timed from the
@@ -42,7 +42,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,31 +49,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _setup(variant: str, images: int):
+    """The variant built as train@<variant> builds it (cnnpipe.train.build), for one epoch
+    on ``images`` labelled images (0: what the stage itself trains on), random weights."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-
     from cnnpipe.core import layout
-    from cnnpipe.core.io import read_json
-    from cnnpipe.core.shards import ShardSet
     from cnnpipe.params import load_params
     from cnnpipe.params.resolve import train_config
-    from cnnpipe.train.training import builder_arguments, resolve_for_data
+    from cnnpipe.train.build import TrainingData, build_variant
 
     config = train_config(load_params(layout.PARAMS), variant)
-    train, val = ShardSet(layout.split_dir("train")), ShardSet(layout.split_dir("val"))
     if images > 0:
-        subset = np.arange(min(images, len(train)))
-    else:  # what train@<variant> itself trains on: all, or its `train_images` subset
-        from cnnpipe.core.sampling import labelled_subset
-
-        subset = labelled_subset(train.labels, config["train"]["train_images"], config["seed"])
-    settings = resolve_for_data(config["train"], len(subset), len(train))
+        config["train"]["train_images"] = images
     # One epoch, no pretraining or fine-tuning phase: the comparison is of one fit call.
-    settings.update(epochs=1, fine_tune_epochs=0)
+    config["train"].update(epochs=1, fine_tune_epochs=0, min_images_seen=0)
     # Random weights: the timed fit costs the same, and no source task runs first.
-    hyperparameters = builder_arguments(config["hyperparameters"], config["seed"], weights="none")
-    card, prep = read_json(layout.DATA_CARD), read_json(layout.PREPROCESSING)
-    return config, train, val, subset, settings, hyperparameters, card, prep
+    return build_variant(config, TrainingData.open(), pretrain=False, variant=variant)
 
 
 def _epoch_timer():
@@ -96,71 +85,61 @@ def _epoch_timer():
 
 
 def measure_stage(variant: str, images: int) -> dict:
-    config, train, val, subset, settings, hyperparameters, card, prep = _setup(variant, images)
-    from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
-
-    from cnnpipe.models import build_model
+    plan = _setup(variant, images)
+    from cnnpipe.train.saving import estimate_flops
     from cnnpipe.train.training import (
         compile_model,
-        estimate_flops,
         fit_phase,
         one_hot_labels,
-        seed_everything,
         with_one_hot_labels,
     )
 
-    seed_everything(config["seed"])
-    model = build_model(config["architecture"], train.image_shape, card["num_classes"],
-                        preprocessing=prep, **hyperparameters)
-    train_ds = train.dataset(settings["batch_size"], shuffle=True, seed=config["seed"],
-                             shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=subset)
-    val_ds = val.dataset(settings["batch_size"])
-    if one_hot_labels(card["num_classes"], settings["label_smoothing"]):  # as train_model does
-        train_ds = with_one_hot_labels(train_ds, card["num_classes"])
-        val_ds = with_one_hot_labels(val_ds, card["num_classes"])
-    compile_model(model, card["num_classes"], settings["learning_rate"], settings,
+    settings, classes = plan.settings, plan.data.num_classes
+    train_ds, val_ds = plan.train_ds, plan.val_ds
+    if one_hot_labels(classes, settings["label_smoothing"]):  # as train_model does
+        train_ds = with_one_hot_labels(train_ds, classes)
+        val_ds = with_one_hot_labels(val_ds, classes)
+    compile_model(plan.model, classes, settings["learning_rate"], settings,
                   epochs=1, steps_per_epoch=len(train_ds))
     patience = settings["early_stopping_patience"]
-    with tempfile.TemporaryDirectory() as scratch, \
-            Live(scratch, dvcyaml=False, save_dvc_exp=False) as live:
-        # The stage's own fit (callbacks, verbose=2); two batches first for the tracing.
-        fit_phase(model, train_ds.take(2), val_ds.take(1), 1, 0, patience, ())
-        timer = _epoch_timer()
-        fit_phase(model, train_ds, val_ds, 1, 0, patience, [DVCLiveCallback(live=live), timer])
-    return {"images_per_second": len(subset) / timer.seconds[0],
-            "flops_per_image": estimate_flops(model)}
+    # The stage's own fit (callbacks, verbose=2); two batches first for the tracing.
+    fit_phase(plan.model, train_ds.take(2), val_ds.take(1), 1, 0, patience, ())
+    timer = _epoch_timer()
+    fit_phase(plan.model, train_ds, val_ds, 1, 0, patience, [timer])
+    return {"images_per_second": len(plan.labelled) / timer.seconds[0],
+            "flops_per_image": estimate_flops(plan.model)}
 
 
 def measure_plain(variant: str, images: int) -> dict:
-    config, train, val, subset, settings, hyperparameters, card, prep = _setup(variant, images)
+    plan = _setup(variant, images)
     import tensorflow as tf
 
-    from cnnpipe.models import build_model
     from cnnpipe.train.training import compile_model, one_hot_labels
 
-    x, y = train.read(subset), train.labels[subset]
+    settings, classes = plan.settings, plan.data.num_classes
+    train, val = plan.data.train, plan.data.val
+    x, y = train.read(plan.labelled), train.labels[plan.labelled]
     x_val, y_val = val.read(range(len(val))), val.labels
-    if one_hot_labels(card["num_classes"], settings["label_smoothing"]):
+    if one_hot_labels(classes, settings["label_smoothing"]):
         # Keras smooths only one-hot targets.
-        y, y_val = (tf.one_hot(labels, card["num_classes"]).numpy() for labels in (y, y_val))
+        y, y_val = (tf.one_hot(labels, classes).numpy() for labels in (y, y_val))
     batch = settings["batch_size"]
     train_ds = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(y))
                 .batch(batch).prefetch(tf.data.AUTOTUNE))
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch)
-    model = build_model(config["architecture"], train.image_shape, card["num_classes"],
-                        preprocessing=prep, **hyperparameters)
-    compile_model(model, card["num_classes"], settings["learning_rate"], settings,
+    compile_model(plan.model, classes, settings["learning_rate"], settings,
                   epochs=1, steps_per_epoch=len(train_ds))
-    model.fit(train_ds.take(2), validation_data=val_ds.take(1), epochs=1, verbose=0)
+    plan.model.fit(train_ds.take(2), validation_data=val_ds.take(1), epochs=1, verbose=0)
     timer = _epoch_timer()
-    model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, callbacks=[timer])
+    plan.model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0, callbacks=[timer])
     return {"images_per_second": len(y) / timer.seconds[0]}
 
 
 def measure_torch(variant: str, images: int) -> dict:
     """The tutorial's simple CNN in PyTorch eager: conv-pool-conv-pool-conv, dense, softmax."""
-    config, train, _, subset, settings, hyperparameters, card, _ = _setup(variant, images)
+    plan = _setup(variant, images)
+    config, settings, train, subset = plan.config, plan.settings, plan.data.train, plan.labelled
+    hyperparameters, card = config["hyperparameters"], plan.data.card
     import numpy as np
     import torch
     from torch import nn

@@ -265,6 +265,8 @@ def reader_throughput(workdir: Path, rounds: int = 3, batch_size: int = 128) -> 
     shards = write_arrays(workdir / "fashion_mnist" / "train", images, labels)
     import tensorflow as tf
 
+    from cnnpipe.train.build import training_batches
+
     def one_pass(dataset) -> float:
         started = time.perf_counter()
         seen = 0
@@ -276,10 +278,10 @@ def reader_throughput(workdir: Path, rounds: int = 3, batch_size: int = 128) -> 
     pipelines = {
         "from_tensor_slices + shuffle(54000)": lambda: tf.data.Dataset.from_tensor_slices(
             (images, labels)).shuffle(54000).batch(batch_size),
-        "shards, shuffled": lambda: shards.dataset(batch_size, shuffle=True, seed=0),
+        "shards, shuffled": lambda: training_batches(shards, batch_size, 0, shuffle_buffer_mb=256),
         "shards, in order": lambda: shards.dataset(batch_size),
-        "shards, shuffled, with_index": lambda: shards.dataset(
-            batch_size, shuffle=True, seed=0, with_index=True),
+        "shards, shuffled, with_index": lambda: training_batches(
+            shards, batch_size, 0, shuffle_buffer_mb=256, with_index=True),
     }  # fmt: skip
     speeds = {name: [] for name in pipelines}
     for _ in range(rounds):  # interleaved, so drift on a shared machine hits all alike

@@ -24,12 +24,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from cnnpipe.core import layout  # noqa: E402
-from cnnpipe.core.io import read_json  # noqa: E402
-from cnnpipe.core.shards import ShardSet  # noqa: E402
 from cnnpipe.params import parse_params, read_yaml, with_overrides  # noqa: E402
 from cnnpipe.params.resolve import train_config  # noqa: E402
 
@@ -48,44 +45,31 @@ def main() -> None:
 
     batch_norm = contextlib.nullcontext if args.keras_batchnorm else fused_batch_norm
 
-    from cnnpipe.models import build_model
-    from cnnpipe.train.training import (
-        builder_arguments,
-        compile_model,
-        count_parameters,
-        seed_everything,
-    )
+    from cnnpipe.train.build import TrainingData, build_variant
+    from cnnpipe.train.saving import count_parameters
+    from cnnpipe.train.training import compile_model
 
     overrides = [(key, yaml.safe_load(value))
                  for key, _, value in (assignment.partition("=") for assignment in args.set)]
     params = parse_params(with_overrides(read_yaml(layout.PARAMS), overrides))
-    card = read_json(layout.DATA_CARD)
-    prep = read_json(layout.PREPROCESSING)
-    train = ShardSet(layout.split_dir("train"))
-    images = min(args.images, len(train))
-    full = len(train)
+    data = TrainingData.open()
+    full = len(data.train)
     wanted = [v for v in args.variants.split(",") if v] or list(params.models)
     print(f"{'variant':24s} {'params':>10s} {'img/s':>8s} {'s/full epoch':>13s}")
     for name in wanted:
         config = train_config(params, name)  # what train@<name> would read
-        seed_everything(params.seed)
-        hp = builder_arguments(config["hyperparameters"], params.seed, weights="none")
-        model = build_model(config["architecture"], train.image_shape, card["num_classes"],
-                            preprocessing=prep, **hp)
-        settings = config["train"]
-        compile_model(model, card["num_classes"], settings["learning_rate"])
-        # The train stage's own input: shuffled shards, the model normalizing inside.
-        ds = train.dataset(
-            settings["batch_size"], shuffle=True, seed=params.seed,
-            shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=np.arange(images),
-        )
+        config["train"].update(train_images=args.images, min_images_seen=0)
+        # The train stage's own build and input (shuffled shards, the model normalizing).
+        plan = build_variant(config, data, pretrain=False, variant=name)
+        images = len(plan.labelled)
+        compile_model(plan.model, data.num_classes, plan.settings["learning_rate"])
         with batch_norm():
-            model.fit(ds.take(2), epochs=1, verbose=0)  # warm-up: tracing and graph building
+            plan.model.fit(plan.train_ds.take(2), epochs=1, verbose=0)  # warm-up: tracing
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                model.fit(ds, epochs=1, verbose=0)
+                plan.model.fit(plan.train_ds, epochs=1, verbose=0)
                 rate = images / (time.perf_counter() - start)
-                print(f"{name:24s} {count_parameters(model)[0]:>10d} {rate:>8.0f} "
+                print(f"{name:24s} {count_parameters(plan.model)[0]:>10d} {rate:>8.0f} "
                       f"{full / rate:>13.1f}", flush=True)
 
 

@@ -1,6 +1,6 @@
 """Stage compare: the leaderboard of every variant, transfer vs scratch, accuracy vs cost.
 
-settings: resolved/compare.json (compare, each variant's architecture and weights)
+settings: resolved/compare.json (compare, the variants, the transfer pairs)
 """
 
 from cnnpipe.core import layout
@@ -28,9 +28,7 @@ def main() -> None:
     write_csv(layout.LEADERBOARD_CSV, rows)
     write_text(layout.LEADERBOARD_MD, to_markdown(rows))
     transfer = transfer_rows(
-        {name: v.architecture for name, v in variants.items()},
-        {name: str(v.weights or "") for name, v in variants.items()},
-        evaluations, trainings,
+        [pair.to_dict() for pair in settings.transfer_pairs], evaluations, trainings
     )
     write_text(layout.TRANSFER_MD, transfer_markdown(transfer))
     plot_accuracy_vs_cost(rows, layout.COMPARE_IMAGES / "accuracy_vs_cost.png")

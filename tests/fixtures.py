@@ -3,20 +3,15 @@
 import struct
 import zlib
 
+def tiny_hyperparameters() -> dict[str, dict]:
+    """Each registered architecture's own tiny configuration (its registration's ``tiny``)."""
+    from cnnpipe.models import available_models, get_architecture
+
+    return {name: dict(get_architecture(name).tiny) for name in available_models()}
+
+
 # Hyperparameters that make each registered architecture tiny enough for a unit test.
-TINY_HYPERPARAMETERS = {
-    "simple_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "regularized_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "overfit_cnn": {"filters": (8, 8), "dense_units": 16},
-    "bn_gap_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    # residual_filters != stem_filters exercises the projection shortcut.
-    "residual_cnn": {
-        "stem_filters": 4, "residual_filters": 8, "block_filters": (8, 8), "dense_units": 8,
-    },
-    "inception_attention": {"stem_filters": 8, "inception_filters": (8, 16), "attention_ratio": 4},
-    "augmented_cnn": {"filters": (4, 8, 8), "dense_units": 8},
-    "mobilenet_transfer": {"alpha": 0.35, "image_size": 32, "dense_units": 8},
-}
+TINY_HYPERPARAMETERS = tiny_hyperparameters()
 
 
 def png_header_claiming(width: int, height: int) -> bytes:

@@ -124,6 +124,12 @@ def range_test(
     return RangeTest(tried, np.asarray(losses), smoothed_array, suggested, minimum, diverged_at)
 
 
+def lr_find(plan, **sweep) -> RangeTest:
+    """The range test on a built variant (a :class:`cnnpipe.train.build.TrainingPlan`), fed
+    exactly as its training would be; the plan's model is changed: build a fresh one to train."""
+    return range_test(plan.model, plan.train_ds, plan.data.num_classes, plan.settings, **sweep)
+
+
 def plot_range_test(result: RangeTest, path: Path, title: str) -> None:
     import matplotlib
 
@@ -157,34 +163,16 @@ def run_lr_find(variant: str, out_dir: Path, *, start: float, end: float, steps:
     """The range test for ``variant`` of params.yaml on the prepared data; writes
     ``<out_dir>/<variant>.png`` and ``.csv``."""
     from cnnpipe.core import layout
-    from cnnpipe.core.io import read_json, write_csv
-    from cnnpipe.core.sampling import labelled_subset
-    from cnnpipe.core.shards import ShardSet
+    from cnnpipe.core.io import write_csv
     from cnnpipe.params import load_params
     from cnnpipe.params.resolve import train_config
+    from cnnpipe.train.build import TrainingData, build_variant
 
     config = train_config(load_params(layout.PARAMS), variant)
-    card = read_json(layout.DATA_CARD)
-    preprocessing = read_json(layout.PREPROCESSING)
-    train = ShardSet(layout.split_dir("train"))
-
-    from cnnpipe.models import build_model
-    from cnnpipe.train.training import builder_arguments, resolve_for_data, seed_everything
-
-    seed_everything(config["seed"])
-    labelled = labelled_subset(train.labels, config["train"]["train_images"], config["seed"])
-    settings = resolve_for_data(config["train"], len(labelled), len(train))
-    hyperparameters = builder_arguments(
-        config["hyperparameters"], config["seed"],
-        # The sweep is about the target task's rate: no source task first.
-        weights="none" if config["hyperparameters"].get("weights") == "pretrain" else None,
-    )
-    model = build_model(config["architecture"], tuple(train.image_shape), card["num_classes"],
-                        preprocessing=preprocessing, **hyperparameters)
-    dataset = train.dataset(settings["batch_size"], shuffle=True, seed=config["seed"],
-                            shuffle_buffer_mb=settings["shuffle_buffer_mb"], subset=labelled)
-    result = range_test(model, dataset, card["num_classes"], settings,
-                        start=start, end=end, steps=steps)
+    # The sweep is about the target task's rate: no source task first.
+    plan = build_variant(config, TrainingData.open(), pretrain=False, variant=variant)
+    result = lr_find(plan, start=start, end=end, steps=steps)
+    settings = plan.settings
     write_csv(Path(out_dir) / f"{variant}.csv", result.rows())
     plot_range_test(result, Path(out_dir) / f"{variant}.png",
                     f"{variant}: learning-rate range test, batch {settings['batch_size']}")

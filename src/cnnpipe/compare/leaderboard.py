@@ -49,27 +49,28 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def transfer_rows(
-    architectures: dict[str, str], weights: dict[str, str], evaluations: dict[str, dict],
-    trainings: dict[str, dict],
+    pairs: list[dict], evaluations: dict[str, dict], trainings: dict[str, dict],
 ) -> list[dict]:
-    """Each pretrained variant against the from-scratch variants of the same architecture."""
+    """Each pretrained variant against its from-scratch twins, as the params stage paired
+    them (resolved/compare.json)."""
     rows = []
-    for name, training in sorted(trainings.items()):
-        if "pretrain_task" not in training or name not in evaluations:
+    for pair in pairs:
+        name, other = pair["pretrained"], pair["scratch"]
+        if name not in evaluations or other not in evaluations:
             continue
-        for other, architecture in sorted(architectures.items()):
-            if (architecture == architectures[name] and weights.get(other) == "none"
-                    and other in evaluations):
-                rows.append({
-                    "pretrained": name,
-                    "scratch": other,
-                    "pretrain_task": training["pretrain_task"],
-                    "pretrained_accuracy": evaluations[name]["accuracy"],
-                    "scratch_accuracy": evaluations[other]["accuracy"],
-                    "transfer_gain": evaluations[name]["accuracy"] - evaluations[other]["accuracy"],
-                    "pretrained_train_seconds": training["train_seconds"] + training["pretrain_seconds"],
-                    "scratch_train_seconds": trainings.get(other, {}).get("train_seconds"),
-                })
+        training = trainings.get(name, {})
+        rows.append({
+            "pretrained": name,
+            "scratch": other,
+            "pretrain_task": pair["source"],
+            "pretrained_accuracy": evaluations[name]["accuracy"],
+            "scratch_accuracy": evaluations[other]["accuracy"],
+            "transfer_gain": evaluations[name]["accuracy"] - evaluations[other]["accuracy"],
+            "pretrained_train_seconds": (
+                training.get("train_seconds", 0.0) + training.get("pretrain_seconds", 0.0)
+            ),
+            "scratch_train_seconds": trainings.get(other, {}).get("train_seconds"),
+        })
     return rows
 
 

@@ -32,10 +32,6 @@ def model_card(variant: str) -> Path:
     return model_dir(variant) / "model_card.json"
 
 
-def live_dir(variant: str) -> Path:
-    return Path("dvclive") / variant
-
-
 def train_metrics(variant: str) -> Path:
     return Path("metrics/train") / f"{variant}.json"
 
@@ -101,7 +97,6 @@ def variant_outputs(variant: str) -> list[Path]:
     """Everything train@<variant> and evaluate@<variant> write (files and folders)."""
     return [
         model_dir(variant),
-        live_dir(variant),
         train_metrics(variant),
         eval_metrics(variant),
         evaluation_detail(variant),

@@ -1,27 +1,41 @@
-"""CNN architectures, built by name: ``build_model("simple_cnn", (28, 28, 1), 10, **hp)``.
+"""CNN architectures: one registration each (``cnnpipe.models.zoo``), one skeleton.
 
-Importing this package imports TensorFlow/Keras and registers every architecture.
+Importing this package does not import TensorFlow: the registrations (schemas, memory walks,
+input needs) are read by params validation, which must stay fast. Building goes through
+:func:`cnnpipe.models.skeleton.build_model`, which imports Keras.
 """
 
 from cnnpipe.models.registry import (
+    Architecture,
+    FineTuneSplit,
+    InputNeeds,
     ModelConfigError,
     available_models,
-    build_model,
-    register_model,
-    validate_hyperparameters,
+    find_architecture,
+    get_architecture,
+    register_architecture,
+    registered,
 )
-from cnnpipe.models.layers import classification_head_loss
 
-# Imported for its side effect too: the @register_model decorators fill the registry.
-from cnnpipe.models.architectures import find_backbone, set_base_trainable
+
+def classification_head_loss(num_classes: int) -> str:
+    """The loss matching the skeleton's head for integer labels: a sigmoid unit for two
+    classes, softmax otherwise."""
+    from cnnpipe.models.skeleton import check_num_classes
+
+    check_num_classes(num_classes)
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
 
 __all__ = [
+    "Architecture",
+    "FineTuneSplit",
+    "InputNeeds",
     "ModelConfigError",
     "available_models",
-    "build_model",
     "classification_head_loss",
-    "find_backbone",
-    "register_model",
-    "set_base_trainable",
-    "validate_hyperparameters",
+    "find_architecture",
+    "get_architecture",
+    "register_architecture",
+    "registered",
 ]

@@ -1,114 +1,159 @@
-"""Architecture registry: a name -> builder mapping, in the manner of timm's ``register_model``.
+"""One registration per architecture, in the manner of timm's ``register_model``.
 
-Builders are plain functions ``builder(input_shape, num_classes, *, <hyperparameters>)``; the
-keyword-only parameters ARE the hyperparameters an architecture takes, so params.yaml can be
-checked against a builder's signature without importing or building anything.
+An :class:`Architecture` carries everything that knows the network: its settings schema
+(types, ranges, defaults, descriptions), its trunk on the shared classifier skeleton
+(:mod:`cnnpipe.models.skeleton`), its fixed input needs, its memory walk, its fine-tuning
+split and a tiny configuration for tests. Adding an architecture is one module in
+``cnnpipe/models/zoo`` plus its entry in params.yaml.
+
+Nothing here imports TensorFlow: params are validated against the schemas, and memory is
+estimated from the walks, in well under a second.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from cnnpipe.core.errors import CnnpipeError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_POSITIONAL = ("input_shape", "num_classes")
-_REGISTRY: dict[str, Callable[..., Any]] = {}
 
 
 class ModelConfigError(ValueError, CnnpipeError):
-    """An architecture name, hyperparameter or value the builders refuse; one-line message.
+    """An architecture name, hyperparameter or value the builders refuse; one-line message."""
 
-    Also a :class:`CnnpipeError`, so the CLI reports it like any other fixable user error.
+
+@dataclass(frozen=True)
+class InputNeeds:
+    """What an architecture needs of the image its trunk sees, whatever the preprocessing.
+
+    ``side_key`` names the hyperparameter holding the square side the model resizes to
+    (MobileNetV2's ``image_size``); ``channels`` and ``normalization`` are forced when set.
     """
 
+    side_key: str | None = None
+    channels: int | None = None
+    normalization: str | None = None
 
-def register_model(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator that registers a builder under ``name``; a duplicate name is a bug, refused."""
+    def model_shape(self, hyperparameters, preprocessed: tuple[int, int, int]):
+        """The (H, W, C) the trunk works at, given the shape after preprocessing."""
+        height, width, channels = preprocessed
+        if self.side_key is not None:
+            height = width = getattr(hyperparameters, self.side_key)
+        return (height, width, self.channels or channels)
+
+    def overrides(self, hyperparameters) -> dict[str, Any]:
+        """Keyword overrides for :func:`cnnpipe.models.inputs.model_input`."""
+        found: dict[str, Any] = {}
+        if self.side_key is not None:
+            side = getattr(hyperparameters, self.side_key)
+            found["image_size"] = (side, side)
+        if self.channels is not None:
+            found["channels"] = self.channels
+        if self.normalization is not None:
+            found["normalization"] = self.normalization
+        return found
+
+
+@dataclass(frozen=True)
+class FineTuneSplit:
+    """fastai's split, declared per architecture: the nested model named ``backbone`` is
+    frozen while the head trains, then its top layers are unfrozen."""
+
+    backbone: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered architecture.
+
+    - ``schema``: its pydantic settings class (a ``cnnpipe.models.schema.Variant``);
+    - ``trunk(hp, backbone_weights)``: returns ``apply(x, input_shape) -> x``, the layers
+      between the model's input block and the classification head. Layers it must create
+      before the input block (a pretrained base, so a failed download fails fast) it
+      creates when called, the rest inside ``apply``. ``backbone_weights`` is what the one
+      ``init_weights`` step decided: None, ``"imagenet"`` or a weights file;
+    - ``walk(walk, hp)``: the same layers on paper (:class:`cnnpipe.models.walk.ShapeWalk`);
+    - ``tiny``: hyperparameters that build in well under a second, for tests.
+    """
+
+    name: str
+    schema: type
+    trunk: Callable[..., Callable]
+    walk: Callable[..., None]
+    tiny: Mapping[str, Any]
+    description: str
+    input_needs: InputNeeds = field(default_factory=InputNeeds)
+    fine_tune: FineTuneSplit | None = None
+
+    def settings(self, hyperparameters: Mapping[str, Any] | None = None):
+        """``hyperparameters`` validated by the schema, every default filled in."""
+        from cnnpipe.models.schema import validate_settings
+
+        return validate_settings(self.schema, {"architecture": self.name, **(hyperparameters or {})})
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register_architecture(architecture: Architecture) -> Architecture:
+    """Register ``architecture`` under its name; a duplicate name is a bug, refused."""
+    name = architecture.name
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"Architecture names must be lower-case identifiers. Received `name={name!r}`"
-        )
-
-    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY:
-            previous = _REGISTRY[name]
-            raise ValueError(
-                f"Architecture `{name}` is already registered by "
-                f"{previous.__module__}.{previous.__qualname__}"
-            )
-        _check_builder_signature(name, builder)
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
+        raise ValueError(f"Architecture names must be lower-case identifiers, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"Architecture `{name}` is registered twice")
+    declared = architecture.schema.model_fields["architecture"].annotation.__args__
+    if declared != (name,):
+        raise ValueError(f"Architecture `{name}`: its schema declares architecture {declared}")
+    _REGISTRY[name] = architecture
+    return architecture
 
 
-def _check_builder_signature(name: str, builder: Callable[..., Any]) -> None:
-    # Validation reads hyperparameter names off the signature, so a builder with **kwargs or
-    # a required keyword would make validate_hyperparameters lie; catch that at import time.
-    params = list(inspect.signature(builder).parameters.values())
-    leading = tuple(p.name for p in params[:2])
-    if leading != _POSITIONAL or any(
-        p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params[:2]
-    ):
-        raise TypeError(
-            f"Builder for `{name}` must start with (input_shape, num_classes); got {leading}"
-        )
-    for p in params[2:]:
-        if p.kind is not p.KEYWORD_ONLY or p.default is p.empty:
-            raise TypeError(
-                f"Builder for `{name}`: `{p.name}` must be keyword-only with a default"
-            )
+@contextmanager
+def registered(architecture: Architecture) -> Iterator[Architecture]:
+    """Register ``architecture`` for the duration of a ``with`` block (tests)."""
+    register_architecture(architecture)
+    try:
+        yield architecture
+    finally:
+        _REGISTRY.pop(architecture.name, None)
+
+
+def _load_zoo() -> None:
+    import cnnpipe.models.zoo  # noqa: F401  (each module registers itself)
 
 
 def available_models() -> list[str]:
     """Registered architecture names, sorted."""
+    _load_zoo()
     return sorted(_REGISTRY)
 
 
-def _builder(name: Any) -> Callable[..., Any]:
+def get_architecture(name: Any) -> Architecture:
+    _load_zoo()
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ModelConfigError(
-            f"Unknown architecture `{name}`. Known: {', '.join(available_models())}"
+            f"Unknown architecture `{name}`. Known: {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
 
 
-def hyperparameter_names(name: str) -> list[str]:
-    """Sorted hyperparameters (keyword-only builder parameters) that ``name`` takes."""
-    params = inspect.signature(_builder(name)).parameters.values()
-    return sorted(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+def find_architecture(name: Any) -> Architecture | None:
+    _load_zoo()
+    return _REGISTRY.get(name) if isinstance(name, str) else None
 
 
-def validate_hyperparameters(name: str, hyperparameters: Mapping[str, Any]) -> None:
-    """Refuse an unknown architecture or a hyperparameter its builder does not take.
+def plain_trunk(apply_layers: Callable[..., Any]) -> Callable[..., Callable]:
+    """A trunk for architectures without a backbone: ``apply_layers(x, hp, input_shape)``
+    creates every layer when the skeleton applies it."""
 
-    Only names are checked here (cheap, no TensorFlow work); values are checked by the builder.
-    """
-    allowed = hyperparameter_names(name)
-    if hyperparameters is None:
-        return
-    if not isinstance(hyperparameters, Mapping):
-        raise ModelConfigError(
-            f"Hyperparameters of `{name}` must be a mapping. "
-            f"Received `hyperparameters={hyperparameters!r}`"
-        )
-    unknown = sorted(str(key) for key in hyperparameters if key not in allowed)
-    if unknown:
-        noun = "hyperparameter" if len(unknown) == 1 else "hyperparameters"
-        keys = ", ".join(f"`{key}`" for key in unknown)
-        raise ModelConfigError(
-            f"Architecture `{name}` does not take {noun} {keys}; it takes: {', '.join(allowed)}"
-        )
+    def trunk(hyperparameters, backbone_weights=None):
+        del backbone_weights  # the skeleton refuses weights for an architecture without a split
+        return lambda x, input_shape: apply_layers(x, hyperparameters, input_shape)
 
-
-def build_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, **hyperparameters: Any
-):
-    """Build the uncompiled ``keras.Model`` registered as ``name`` (the model is named ``name``)."""
-    validate_hyperparameters(name, hyperparameters)
-    return _builder(name)(input_shape, num_classes, **hyperparameters)
+    return trunk

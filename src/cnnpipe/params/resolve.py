@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnpipe.core import layout
 from cnnpipe.core.errors import ConfigError
-from cnnpipe.params.architectures import RECIPE_KEYS
+from cnnpipe.models.schema import RECIPE_KEYS
 from cnnpipe.params.schema import Params, variant_recipe
 
 
@@ -40,6 +40,27 @@ def train_config(params: Params, name: str) -> dict[str, Any]:
     }
 
 
+# What each `weights` value other than none starts the backbone from, for the comparison.
+WEIGHT_SOURCES = {"pretrain": "rotation", "imagenet": "imagenet"}
+
+
+def transfer_pairs(params: Params) -> list[dict[str, str]]:
+    """Each variant starting from pretrained weights, paired with every variant of the same
+    architecture that trains from random ones: what the compare stage's transfer table shows."""
+    def weights(variant) -> str:
+        return getattr(variant, "weights", "none")
+
+    pairs = []
+    for name, variant in sorted(params.models.items()):
+        if weights(variant) == "none":
+            continue
+        for other, twin in sorted(params.models.items()):
+            if twin.architecture == variant.architecture and weights(twin) == "none":
+                source = WEIGHT_SOURCES.get(weights(variant), "weights file")
+                pairs.append({"pretrained": name, "scratch": other, "source": source})
+    return pairs
+
+
 def resolved_configs(params: Params) -> dict[str, dict[str, Any]]:
     """Relative output path -> resolved settings, for every file the params stage writes."""
     configs = {
@@ -54,13 +75,8 @@ def resolved_configs(params: Params) -> dict[str, dict[str, Any]]:
         },
         str(layout.resolved("compare")): {
             "compare": params.compare.model_dump(mode="json"),
-            "variants": {
-                name: {
-                    "architecture": v.architecture,
-                    "weights": getattr(v, "weights", None),
-                }
-                for name, v in params.models.items()
-            },
+            "variants": {name: {"architecture": v.architecture} for name, v in params.models.items()},
+            "transfer_pairs": transfer_pairs(params),
         },
     }
     for name in params.models:

@@ -17,20 +17,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, Strict, ValidationError, model_validator
 
 from cnnpipe.core.errors import ConfigError
-from cnnpipe.params.memory import check_training_memory
-from cnnpipe.params.architectures import (
+from cnnpipe.models import available_models, find_architecture
+from cnnpipe.models.schema import (
+    RECIPE_KEYS,
     ImageSide,
     NonNegativeInt,
     PositiveFloat,
-    RECIPE_KEYS,
     PositiveInt,
     Recipe,
     Section,
     Variant,
-    architecture_names,
     check_recipe,
-    schema_for,
 )
+from cnnpipe.params.memory import check_training_memory
 
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED_NAMES = {"compare"}  # plots/images/compare holds the compare stage's chart
@@ -39,6 +38,12 @@ RESERVED_NAMES = {"compare"}  # plots/images/compare holds the compare stage's c
 # setting went instead of only "unknown key". Dotted paths; `*` stands for a variant name.
 REMOVED_KEYS: dict[str, str] = {
     "train.shuffle_buffer": "use `train.shuffle_buffer_mb` (the buffer is sized in megabytes)",
+}
+
+# Architectures that earlier versions registered, and what replaced them.
+RENAMED_ARCHITECTURES = {
+    "augmented_cnn": "augmented_cnn is now bn_gap_cnn with an `augmentation:` entry (the "
+    "same layers); set architecture: bn_gap_cnn and keep the variant's augmentation",
 }
 
 Fraction = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
@@ -176,9 +181,9 @@ class Train(Recipe):
     """Shared training settings; a variant's own epochs, batch_size, learning_rate and
     recipe keys (optimizer, weight_decay, lr_schedule, warmup_epochs, label_smoothing) win."""
 
-    epochs: PositiveInt = 10
+    epochs: PositiveInt = 6
     batch_size: PositiveInt = 128
-    learning_rate: PositiveFloat = 0.001
+    learning_rate: PositiveFloat = 0.002
     early_stopping_patience: NonNegativeInt = 3
     # Sized in memory, not images: the buffer holds raw records, so 256 MB is all of
     # Fashion-MNIST but about 1,700 photos of 224x224, whatever the data set's size.
@@ -200,7 +205,7 @@ class Train(Recipe):
 class Evaluate(Section):
     # Test-time augmentation: the mean of the outputs for each image and its mirror image,
     # reported as tta_accuracy beside the plain accuracy (which never uses it).
-    tta: Literal["none", "horizontal_flip"] = "none"
+    tta: Literal["none", "horizontal_flip"] = "horizontal_flip"
 
 
 class Compare(Section):
@@ -317,12 +322,15 @@ def _parse_variant(name: Any, spec: Any) -> Variant:
         raise ConfigError(f"{where} must be a mapping with at least `architecture`")
     if "architecture" not in spec:
         raise ConfigError(f"{where}: missing key `architecture`")
-    schema = schema_for(spec["architecture"])
-    if schema is None:
+    architecture = find_architecture(spec["architecture"])
+    if architecture is None and spec["architecture"] in RENAMED_ARCHITECTURES:
+        raise ConfigError(f"{where}.architecture: {RENAMED_ARCHITECTURES[spec['architecture']]}")
+    if architecture is None:
         raise ConfigError(
-            f"{where}.architecture must be one of: {', '.join(architecture_names())}; "
+            f"{where}.architecture must be one of: {', '.join(available_models())}; "
             f"got {spec['architecture']!r}"
         )
+    schema = architecture.schema
     _refuse_unknown(spec, tuple(schema.model_fields), f"{where}.", pattern="models.*.")
     _refuse_unknown_nested(spec, schema, f"{where}.")
     try:

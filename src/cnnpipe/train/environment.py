@@ -23,7 +23,7 @@ def describe_environment() -> dict:
     import tensorflow as tf
 
     versions = {}
-    for package in ("tensorflow", "keras", "numpy", "dvc", "dvclive"):
+    for package in ("tensorflow", "keras", "numpy", "dvc"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

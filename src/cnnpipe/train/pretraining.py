@@ -20,8 +20,9 @@ def rotation_turns(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, ROTATIONS, count).astype(np.int32)
 
 
-def rotation_dataset(shards, batch_size: int, seed: int, *, shuffle: bool, shuffle_buffer_mb: int):
-    """Batches of ``(rotated uint8 images, quarter turns)`` streamed from ``shards``.
+def rotation_dataset(batches, shards, seed: int):
+    """Batches of ``(rotated uint8 images, quarter turns)`` from ``batches``, a stream of
+    ``shards`` that carries each record's index (``with_index=True``).
 
     Each record keeps its turn across epochs (it is looked up by record index), as a
     precomputed rotated copy of the data set would, without holding one.
@@ -42,8 +43,4 @@ def rotation_dataset(shards, batch_size: int, seed: int, *, shuffle: bool, shuff
         every_turn = tf.stack([tf.image.rot90(images, r) for r in range(ROTATIONS)], axis=1)
         return tf.gather(every_turn, k, batch_dims=1), k
 
-    dataset = shards.dataset(
-        batch_size, shuffle=shuffle, seed=seed, shuffle_buffer_mb=shuffle_buffer_mb,
-        with_index=True,
-    )
-    return dataset.map(rotate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return batches.map(rotate, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,20 +87,6 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, flo
     weights = compute_class_weight("balanced", classes=present, y=labels)
     found = dict(zip((int(c) for c in present), (float(w) for w in weights), strict=True))
     return {cls: found.get(cls, 1.0) for cls in range(num_classes)}
-
-
-def builder_arguments(
-    hyperparameters: Mapping[str, Any], seed: int, *, weights: str | None = None
-) -> dict[str, Any]:
-    """The builder's keyword arguments for a variant's resolved ``hyperparameters``: its
-    augmentation seeded with the run's seed, so a rerun augments identically, and, when
-    given, ``weights`` in place of the configured ones (a MobileNet variant's only)."""
-    arguments = dict(hyperparameters)
-    if arguments.get("augmentation"):
-        arguments["augmentation"] = {"seed": seed, **arguments["augmentation"]}
-    if weights is not None and "weights" in arguments:
-        arguments["weights"] = weights
-    return arguments
 
 
 # The optimizer, schedule and loss settings of a recipe, and what each means when absent:
@@ -235,21 +218,11 @@ def with_one_hot_labels(dataset, num_classes: int):
 TrainSettings = Mapping[str, Any]
 
 
-def pretrain_backbone(
-    model, train_shards, val_shards, settings: TrainSettings, epochs: int, seed: int
-) -> dict[str, list[float]]:
-    """Fit ``model`` (built with a 4-way head) on the rotation task; returns its history."""
-    from cnnpipe.train.pretraining import ROTATIONS, rotation_dataset
+def pretrain_backbone(model, train_ds, val_ds, settings: TrainSettings, epochs: int):
+    """Fit ``model`` (built with a 4-way head) on the rotation task's batches; returns its
+    history."""
+    from cnnpipe.train.pretraining import ROTATIONS
 
-    batch_size = settings["pretrain_batch_size"]
-    train_ds = rotation_dataset(
-        train_shards, batch_size, seed, shuffle=True,
-        shuffle_buffer_mb=settings["shuffle_buffer_mb"],
-    )
-    val_ds = rotation_dataset(
-        val_shards, batch_size, seed + 1, shuffle=False,
-        shuffle_buffer_mb=settings["shuffle_buffer_mb"],
-    )
     compile_model(
         model, ROTATIONS, settings["learning_rate"], settings,
         epochs=epochs, steps_per_epoch=_steps(train_ds),
@@ -330,8 +303,10 @@ def train_model(
     images_per_epoch: int,
     class_weight: dict[int, float] | None = None,
     callbacks=(),
+    fine_tune=None,
 ) -> TrainingResult:
-    """Train the head (and, if configured, fine-tune a pretrained backbone) in place.
+    """Train the head (and, with ``fine_tune_epochs`` and the architecture's ``fine_tune``
+    split, fine-tune its backbone) in place.
 
     ``train_ds``/``val_ds`` yield batches of (uint8 images, labels): the model normalizes.
     """
@@ -339,130 +314,63 @@ def train_model(
     if one_hot_labels(num_classes, settings.get("label_smoothing", 0.0)):
         train_ds = with_one_hot_labels(train_ds, num_classes)
         val_ds = with_one_hot_labels(val_ds, num_classes)
-    compile_model(
-        model, num_classes, settings["learning_rate"], settings,
-        epochs=settings["epochs"], steps_per_epoch=steps_per_epoch,
-    )
+    phase = _Phases(model, train_ds, val_ds, num_classes, settings, steps_per_epoch,
+                    callbacks, class_weight)
     start = time.perf_counter()
-    history = fit_phase(
-        model, train_ds, val_ds, settings["epochs"], 0, settings["early_stopping_patience"],
-        callbacks, class_weight,
-    )
-    _check_finite(history, "training", settings["learning_rate"])
-    phases = ["head"] * len(history["loss"])
+    phase.run("head", settings["learning_rate"], settings["epochs"], "training")
+    # Only architectures with a fine-tuning split have these keys.
+    if settings.get("fine_tune_epochs", 0) > 0:
+        from cnnpipe.models.finetune import set_base_trainable
 
-    # Only MobileNet variants have these keys; other variants train in one phase.
-    fine_tune_epochs = settings.get("fine_tune_epochs", 0)
-    if fine_tune_epochs > 0:
-        from cnnpipe.models import set_base_trainable
-
-        set_base_trainable(model, settings["fine_tune_layers"])
+        set_base_trainable(model, settings["fine_tune_layers"], fine_tune)
         fine_lr = settings["learning_rate"] * settings["fine_tune_lr_factor"]
-        # Recompiling makes the unfreeze take effect; the schedule restarts for this phase.
-        compile_model(
-            model, num_classes, fine_lr, settings,
-            epochs=fine_tune_epochs, steps_per_epoch=steps_per_epoch,
-        )
-        fine = fit_phase(
-            model, train_ds, val_ds, fine_tune_epochs, len(phases),
-            settings["early_stopping_patience"], callbacks, class_weight,
-        )
-        _check_finite(fine, "fine-tuning", fine_lr)
-        for key, values in fine.items():
-            history.setdefault(key, []).extend(values)
-        phases += ["fine_tune"] * len(fine["loss"])
+        phase.run("fine_tune", fine_lr, settings["fine_tune_epochs"], "fine-tuning")
     seconds = time.perf_counter() - start
-
-    # Early stopping restores the best weights of the last phase only.
-    last_phase_start = phases.index(phases[-1])
-    best_epoch = len(phases)
-    if settings["early_stopping_patience"]:
-        best_epoch = last_phase_start + int(np.argmin(history["val_loss"][last_phase_start:])) + 1
     return TrainingResult(
-        history=history,
-        epochs_run=len(phases),
-        best_epoch=best_epoch,
+        history=phase.history,
+        epochs_run=len(phase.phases),
+        best_epoch=_best_epoch(phase.history, phase.phases, settings["early_stopping_patience"]),
         train_seconds=seconds,
-        images_seen=len(phases) * images_per_epoch,
-        phases=phases,
+        images_seen=len(phase.phases) * images_per_epoch,
+        phases=phase.phases,
     )
 
 
-def count_parameters(model) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    total = trainable + sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
-    return total, trainable
+@dataclass
+class _Phases:
+    """Consecutive ``fit`` phases on one model, their histories appended."""
+
+    model: Any
+    train_ds: Any
+    val_ds: Any
+    num_classes: int
+    settings: TrainSettings
+    steps_per_epoch: int
+    callbacks: Any
+    class_weight: dict[int, float] | None
+    history: dict[str, list[float]] = field(default_factory=dict)
+    phases: list[str] = field(default_factory=list)
+
+    def run(self, name: str, learning_rate: float, epochs: int, description: str) -> None:
+        # Compiling (again) makes an unfreeze take effect; the schedule restarts per phase.
+        compile_model(
+            self.model, self.num_classes, learning_rate, self.settings,
+            epochs=epochs, steps_per_epoch=self.steps_per_epoch,
+        )
+        history = fit_phase(
+            self.model, self.train_ds, self.val_ds, epochs, len(self.phases),
+            self.settings["early_stopping_patience"], self.callbacks, self.class_weight,
+        )
+        _check_finite(history, description, learning_rate)
+        for key, values in history.items():
+            self.history.setdefault(key, []).extend(values)
+        self.phases += [name] * len(history["loss"])
 
 
-def estimate_flops(model) -> int:
-    """Multiply-adds x 2 of the conv and dense layers for one image (the bulk of the work).
-
-    Counted from layer shapes, so it is exact for those layers and ignores the cheap ones
-    (BatchNorm, pooling, activations); nested models such as the MobileNetV2 base are included.
-    """
-    import keras
-
-    flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            flops += estimate_flops(layer)
-            continue
-        if not layer.weights:
-            continue
-        out_shape = layer.output.shape
-        kernel = layer.weights[0].shape
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            flops += 2 * int(np.prod(out_shape[1:])) * kernel[0] * kernel[1]
-        elif isinstance(layer, keras.layers.Conv2D):
-            flops += 2 * int(np.prod(out_shape[1:])) * kernel[0] * kernel[1] * kernel[2]
-        elif isinstance(layer, keras.layers.Dense):
-            flops += 2 * kernel[0] * kernel[1]
-    return int(flops)
-
-
-def save_model_files(model, keras_path: str | Path, weights_path: str | Path) -> None:
-    """Save the model whole (``.keras``) and its weights, both byte-identical for identical
-    weights.
-
-    Keras stamps each save with things that change from run to run: the save time (in the
-    metadata and as the weights entry's zip date) and the memory addresses of shared objects
-    (``shared_object_id`` in the config). DVC would take every save for a new model and
-    re-run every stage that loads it. The times are dropped and the addresses numbered in
-    order of appearance, which is all the loader needs: it only matches equal ids.
-    """
-    from cnnpipe.core.io import atomic_path
-
-    with atomic_path(weights_path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
-    with atomic_path(keras_path, suffix=".keras") as tmp:
-        model.save(tmp)
-        with zipfile.ZipFile(tmp) as archive:
-            entries = [(info.filename, archive.read(info)) for info in archive.infolist()]
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, content in entries:
-                if name == "metadata.json":
-                    metadata = json.loads(content)
-                    metadata.pop("date_saved", None)
-                    content = json.dumps(metadata, sort_keys=True).encode()
-                elif name == "config.json":
-                    content = json.dumps(_numbered_shared_objects(json.loads(content))).encode()
-                archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), content)
-
-
-def _numbered_shared_objects(config):
-    numbers: dict[int, int] = {}
-
-    def renumber(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "shared_object_id":
-                    node[key] = numbers.setdefault(value, len(numbers) + 1)
-                else:
-                    renumber(value)
-        elif isinstance(node, list):
-            for item in node:
-                renumber(item)
-
-    renumber(config)
-    return config
+def _best_epoch(history, phases: list[str], patience: int) -> int:
+    """The 1-based epoch whose weights were kept: early stopping restores the best weights
+    of the last phase only."""
+    if not patience:
+        return len(phases)
+    last_phase_start = phases.index(phases[-1])
+    return last_phase_start + int(np.argmin(history["val_loss"][last_phase_start:])) + 1
