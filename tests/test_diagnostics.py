@@ -33,7 +33,8 @@ from cnnpipe.evaluate.metrics import (  # noqa: E402
     reliability_table,
     roc_rows,
 )
-from cnnpipe.models import available_models, build_model, classification_head_loss  # noqa: E402
+from cnnpipe.models import available_models, classification_head_loss  # noqa: E402
+from cnnpipe.models.skeleton import build_model  # noqa: E402
 from cnnpipe.evaluate.figures import (  # noqa: E402
     confidence_color,
     display_images,

@@ -84,7 +84,7 @@ def test_mirrored_batches_flip_each_image_left_to_right_and_keep_the_labels(tmp_
     from sklearn.datasets import load_digits
 
     from cnnpipe.core.shards import write_arrays
-    from cnnpipe.evaluate.inference import mirrored
+    from cnnpipe.inference import mirrored
 
     digits = load_digits()
     images = np.round(digits.images[:20] * 255 / 16).astype(np.uint8)[..., None]

@@ -122,11 +122,11 @@ def test_remote_round_trip_gives_the_same_model(repo, tmp_path):
     assert (clone / "data/images/circle/000.jpg").is_file()
 
     script = (
-        "import json, sys; from cnnpipe.evaluate.inference import load_trained_model, predict_outputs; "
+        "import json; from cnnpipe.inference import TrainedVariant; "
         "from cnnpipe.core.shards import ShardSet; "
-        "m = load_trained_model('models/simple_cnn/model.keras'); "
+        "m = TrainedVariant.load('models/simple_cnn'); "
         "x = ShardSet('data/prepared/test').read(range(len(ShardSet('data/prepared/test')))); "
-        "print(json.dumps(predict_outputs(m, x).tolist()))"
+        "print(json.dumps(m.predict(x).tolist()))"
     )
     original = json.loads(run(repo, "python", "-c", script).stdout)
     pulled = json.loads(run(clone, "python", "-c", script).stdout)

@@ -149,7 +149,8 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     same weights twice must give the same bytes (else DVC re-runs evaluate for nothing)."""
     import time
 
-    from cnnpipe.evaluate.inference import load_trained_model
+    import keras
+
     from cnnpipe.models import build_model
     from cnnpipe.train.training import save_model_files
 
@@ -169,7 +170,7 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     time.sleep(1.1)  # Keras stamps the save time in seconds
     save_model_files(model, tmp_path / "b.keras", tmp_path / "b.weights.h5")
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
-    loaded = load_trained_model(tmp_path / "a.keras")
+    loaded = keras.saving.load_model(tmp_path / "a.keras", compile=False)  # as TrainedVariant
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6
     )
@@ -180,7 +181,6 @@ def test_balanced_class_weight_raises_balanced_accuracy_on_imbalanced_digits(tmp
     from sklearn.datasets import load_digits
     from sklearn.metrics import balanced_accuracy_score
 
-    from cnnpipe.evaluate.inference import predict_outputs
     from cnnpipe.models import build_model
 
     digits = load_digits()
@@ -203,7 +203,7 @@ def test_balanced_class_weight_raises_balanced_accuracy_on_imbalanced_digits(tmp
             settings(epochs=4, batch_size=32, learning_rate=0.003, early_stopping_patience=0),
             images_per_epoch=len(train), class_weight=class_weight,
         )
-        predicted = predict_outputs(model, test_split.dataset(64)).argmax(axis=1)
+        predicted = model.predict(test_split.dataset(64), verbose=0).argmax(axis=1)
         return balanced_accuracy_score(y[test], predicted), np.mean(predicted[y[test] == rare] == rare)
 
     plain, plain_recall = balanced_accuracy(None)

@@ -104,52 +104,46 @@ def add_predict_parser(subparsers) -> None:
              "as PNG: to OUT.png for one IMAGE; for several, to OUT_1.png, OUT_2.png, ... "
              "numbered by the IMAGE's position on the command line",
     )
-    parser.add_argument(
-        "--data-card", default="data/prepared/data_card.json", metavar="PATH",
-        help="the prepare stage's data card, read (when it matches the model's classes) "
-             "only for optional per-class icons; how images are fitted to size comes from "
-             "the model card alone (default: %(default)s)",
-    )
     parser.set_defaults(handler=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import json
 
+    from cnnpipe.inference import TrainedVariant
     from cnnpipe.predict import (
         BANDS,
         can_show,
         classify_files,
         format_prediction,
-        load_predictor,
         prediction_record,
         save_gradcams,
+        variant_folder,
     )
 
     status = EXIT_OK
     with quiet_native_logs():
-        predictor = load_predictor(args.models_dir, args.model, data_card=args.data_card)
-        predictions, inputs = classify_files(predictor, args.images)
+        trained = TrainedVariant.load(variant_folder(args.models_dir, args.model))
+        predictions, inputs = classify_files(trained, args.images)
         if args.gradcam:
             try:
-                save_gradcams(predictor, predictions, inputs, args.gradcam)
+                save_gradcams(trained, predictions, inputs, args.gradcam)
             except (ValueError, OSError) as exc:
                 print(f"error: Grad-CAM not saved: {exc}", file=sys.stderr)
                 status = EXIT_FAILED
     if not all(p.ok for p in predictions):
         status = EXIT_FAILED
 
-    names = predictor.class_names
+    names = trained.class_names
     if args.json:
         records = [prediction_record(p, names, args.top) for p in predictions]
         print(json.dumps(records, indent=2))
         return status
 
-    sample = "".join(b.marker for b in BANDS) + "".join(predictor.icons.values())
-    fancy = can_show(sample, getattr(sys.stdout, "encoding", None))
+    fancy = can_show("".join(b.marker for b in BANDS), getattr(sys.stdout, "encoding", None))
     for prediction in predictions:
         if prediction.ok:
-            print(format_prediction(prediction, names, args.top, predictor.icons, fancy))
+            print(format_prediction(prediction, names, args.top, fancy))
         else:
             sys.stdout.flush()  # keep stdout and stderr lines in file order on a terminal
             print(f"error: {prediction.file}: {prediction.error}", file=sys.stderr)

@@ -10,9 +10,10 @@ dataset gets exactly the model input evaluation gave it:
    ``image_loading`` says ``crop_to_aspect_ratio``); nothing happens when the file already
    has that size.
 
-Everything that decides the model's input is in the model card or in the model itself; a
-card that lacks one of those keys is refused (retrain), never completed from a data card that
-may come from another run. The data card is read only for optional ``class_icons``.
+Everything that decides the model's input is in the model card or in the model itself
+(:class:`~cnnpipe.inference.TrainedVariant` reads and checks both); a card that lacks one of
+those keys is refused (retrain), never completed from a data card that may come from another
+run.
 
 Those uint8 pixels are the model's input: the saved model resizes, converts channels and
 normalizes them itself, with the constants it was trained with.
@@ -20,33 +21,23 @@ normalizes them itself, with the constants it was trained with.
 Every decodable file then goes through the model in one batch. A file that cannot be read or
 decoded gets an error of its own; the other files are still classified.
 
-TensorFlow is imported only by :func:`load_predictor` and :func:`save_gradcams`, so importing
-this module (and ``cnnpipe --help``) stays fast.
+TensorFlow is imported only when a variant is loaded and by :func:`save_gradcams`, so
+importing this module (and ``cnnpipe --help``) stays fast.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from cnnpipe.data.bounds import MAX_IMAGE_SIDE
+from cnnpipe.core.errors import ConfigError
 from cnnpipe.data.decode import ImageDecodeError, decode_image
-from cnnpipe.core.errors import CnnpipeError, ConfigError
+from cnnpipe.inference import CARD_NAME, MODEL_NAME, TrainedVariant
 
-CARD_NAME = "model_card.json"
-MODEL_NAME = "model.keras"
 GRADCAM_MIN_SIDE = 224  # overlays are enlarged (nearest neighbour) to at least this many pixels
-
-# What predict reads; resizing and normalization are inside the saved model itself.
-# image_loading is null for sources that come as arrays (Fashion-MNIST): no file was fitted
-# to size in training, and predict stretches as Keras does.
-_CARD_KEYS = ("architecture", "class_names", "num_classes", "raw_image_shape", "image_loading")
 
 
 @dataclass(frozen=True)
@@ -75,19 +66,7 @@ def confidence_band(confidence: float) -> Band:
     return BANDS[-1]  # NaN compares false everywhere; it is certainly "not very sure"
 
 
-# --- loading a trained variant ------------------------------------------------------------
-
-
-@dataclass
-class Predictor:
-    """A trained variant and everything needed to turn a file into its model input."""
-
-    variant: str
-    model: Any  # keras.Model
-    class_names: tuple[str, ...]
-    raw_shape: tuple[int, int, int]  # (H, W, C) of the prepared data: the model's input
-    crop_to_aspect_ratio: bool = False
-    icons: dict[str, str] = field(default_factory=dict)
+# --- finding a trained variant ------------------------------------------------------------
 
 
 def available_variants(models_dir: str | Path) -> list[str]:
@@ -101,7 +80,7 @@ def available_variants(models_dir: str | Path) -> list[str]:
     )
 
 
-def _unknown_variant(models_dir: Path, variant: str, problem: str) -> ConfigError:
+def _unknown_variant(models_dir: Path, problem: str) -> ConfigError:
     found = available_variants(models_dir)
     if found:
         hint = f"available: {', '.join(found)}"
@@ -110,153 +89,21 @@ def _unknown_variant(models_dir: Path, variant: str, problem: str) -> ConfigErro
     return ConfigError(f"{problem}; {hint}")
 
 
-def _read_card(path: Path) -> dict:
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {path} ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise ConfigError(f"{path} does not hold a model card (a JSON object)")
-    missing = [key for key in _CARD_KEYS if key not in card]
-    if missing:
-        raise ConfigError(f"{path} lacks {', '.join(missing)}; retrain the variant (dvc repro)")
-    return card
-
-
-def _raw_shape(card: dict, path: Path) -> tuple[int, int, int]:
-    shape = card["raw_image_shape"]
-    if (
-        not isinstance(shape, list) or len(shape) != 3
-        or not all(isinstance(v, int) and v > 0 for v in shape) or shape[2] not in (1, 3)
-    ):
-        raise ConfigError(f"{path}: raw_image_shape must be [height, width, 1 or 3], got {shape}")
-    if max(shape[:2]) > MAX_IMAGE_SIDE:  # checked before anything of that size is allocated
-        raise ConfigError(f"{path}: raw_image_shape {shape} has a side over {MAX_IMAGE_SIDE} "
-                          f"pixels; the card is damaged or not from this pipeline")
-    return tuple(shape)
-
-
-def _crop_to_aspect_ratio(card: dict, path: Path) -> bool:
-    """How the prepare stage fitted image files to size: ``image_loading`` of the card."""
-    loading = card["image_loading"]
-    if loading is None:
-        return False
-    if not isinstance(loading, dict) or not isinstance(
-        loading.get("crop_to_aspect_ratio"), bool
-    ):
-        raise ConfigError(f"{path}: image_loading must say crop_to_aspect_ratio (true or "
-                          f"false); retrain the variant (dvc repro)")
-    if loading.get("resample", "bilinear") != "bilinear":
-        raise ConfigError(f"{path}: image_loading.resample {loading['resample']!r} is not the "
-                          f"bilinear resize predict applies; retrain the variant (dvc repro)")
-    return loading["crop_to_aspect_ratio"]
-
-
-def _class_names(card: dict, path: Path) -> tuple[str, ...]:
-    names = card["class_names"]
-    if (
-        not isinstance(names, list) or len(names) < 2
-        or not all(isinstance(n, str) for n in names) or len(names) != card["num_classes"]
-    ):
-        raise ConfigError(f"{path}: class_names must list num_classes (>= 2) names")
-    return tuple(names)
-
-
-def _icons(card: dict, data_card: str | Path | None) -> dict[str, str]:
-    """``class_icons`` ({class name: icon}) of the model card, else of a data card with the
-    same class names; optional, display only."""
-    icons = card.get("class_icons")
-    if not isinstance(icons, dict) and data_card is not None:
-        try:
-            data = json.loads(Path(data_card).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if isinstance(data, dict) and data.get("class_names") == card["class_names"]:
-            icons = data.get("class_icons")
-    if not isinstance(icons, dict):
-        return {}
-    return {k: v for k, v in icons.items() if isinstance(k, str) and isinstance(v, str)}
-
-
-def load_predictor(
-    models_dir: str | Path, variant: str, data_card: str | Path | None = None
-) -> Predictor:
-    """Load ``models_dir/<variant>``: its saved model and its model card.
-
-    How files become model inputs comes from the model card alone. ``data_card`` (the
-    prepare stage's ``data_card.json``) is read only for ``class_icons`` the model card
-    lacks, and only when its class names match. Raises :class:`ConfigError` with one line:
-    naming the available variants, or the card and its missing or impossible key.
-    """
+def variant_folder(models_dir: str | Path, variant: str) -> Path:
+    """``models_dir/<variant>`` for :meth:`TrainedVariant.load`, or a one-line
+    :class:`ConfigError` naming the variants that are there."""
     models_dir = Path(models_dir)
     if not variant or variant in (".", "..") or "/" in variant or "\\" in variant:
-        raise _unknown_variant(models_dir, variant, f"`{variant}` is not a variant name")
+        raise _unknown_variant(models_dir, f"`{variant}` is not a variant name")
     folder = models_dir / variant
     card_path, model_path = folder / CARD_NAME, folder / MODEL_NAME
     if not card_path.is_file():
-        raise _unknown_variant(models_dir, variant, f"no trained variant `{variant}` "
+        raise _unknown_variant(models_dir, f"no trained variant `{variant}` "
                                f"({card_path} not found)")
     if not model_path.is_file():
-        raise _unknown_variant(models_dir, variant, f"variant `{variant}` has no saved model "
+        raise _unknown_variant(models_dir, f"variant `{variant}` has no saved model "
                                f"({model_path} not found)")
-    card = _read_card(card_path)
-    raw_shape = _raw_shape(card, card_path)
-    class_names = _class_names(card, card_path)
-    crop_to_aspect_ratio = _crop_to_aspect_ratio(card, card_path)
-
-    model = _load_model(model_path)
-    _check_card_matches_model(model, raw_shape, class_names, card_path, model_path)
-    return Predictor(
-        variant=variant,
-        model=model,
-        class_names=class_names,
-        raw_shape=raw_shape,
-        crop_to_aspect_ratio=crop_to_aspect_ratio,
-        icons=_icons(card, data_card),
-    )
-
-
-def _load_model(model_path: Path):
-    import zipfile
-
-    from cnnpipe.evaluate.inference import load_trained_model
-
-    # Keras reports a damaged archive as "File not found" about a file that exists.
-    if not zipfile.is_zipfile(model_path):
-        raise ConfigError(f"{model_path} is corrupt (not a complete .keras archive, truncated or "
-                          "overwritten?): restore it with `dvc checkout` or retrain (dvc repro)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model = load_trained_model(model_path)
-        except CnnpipeError:
-            raise
-        except (ValueError, TypeError, OSError, KeyError) as exc:
-            # A damaged or foreign file: one line, not Keras' traceback.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"cannot load {model_path}: {first}") from None
-    for warning in caught:  # loaded after all: what Keras had to say still matters
-        warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                               warning.lineno)
-    return model
-
-
-def _check_card_matches_model(model, raw_shape, class_names, card_path, model_path) -> None:
-    """A card from another run than its model would feed it the wrong pixels or name the
-    wrong classes: refused in one line instead of Keras' shape traceback."""
-    takes = tuple(model.input_shape[1:])
-    if len(takes) != len(raw_shape) or any(t not in (None, r) for t, r in zip(takes, raw_shape)):
-        shown = "x".join("?" if t is None else str(t) for t in takes)
-        raise ConfigError(
-            f"{card_path} says the model takes {'x'.join(map(str, raw_shape))} images, but "
-            f"{model_path} takes {shown}: the two are from different runs; retrain (dvc repro)")
-    units = model.output_shape[-1]
-    if units != (1 if len(class_names) == 2 else len(class_names)):
-        raise ConfigError(
-            f"{card_path} names {len(class_names)} classes, but {model_path} has {units} "
-            "outputs: the two are from different runs; retrain (dvc repro)")
+    return folder
 
 
 # --- files to model inputs ----------------------------------------------------------------
@@ -312,16 +159,14 @@ def _not_a_file(source) -> str | None:
 
 
 def classify_files(
-    predictor: Predictor, files: list[str | Path]
+    trained: TrainedVariant, files: list[str | Path]
 ) -> tuple[list[Prediction], np.ndarray]:
     """A :class:`Prediction` per file, in order, and the model inputs of the decodable ones.
 
     All decodable files go through the model in one ``predict`` call. The inputs (N, H, W, C),
     the raw uint8 pixels the model took, are in the order of the successful predictions.
     """
-    from cnnpipe.evaluate.metrics import as_class_probabilities
-    from cnnpipe.evaluate.inference import predict_outputs
-
+    spec = trained.input_spec
     predictions = [Prediction(file=str(f)) for f in files]
     raws, decoded = [], []
     for prediction, source in zip(predictions, files, strict=True):
@@ -329,21 +174,13 @@ def classify_files(
         if prediction.error:
             continue
         try:
-            raws.append(read_image(source, predictor.raw_shape, predictor.crop_to_aspect_ratio))
+            raws.append(read_image(source, spec.shape, spec.crop_to_aspect_ratio))
         except ImageDecodeError as exc:
             prediction.error = exc.reason
             continue
         decoded.append(prediction)
-    if not decoded:
-        return predictions, np.zeros((0, *predictor.raw_shape), dtype=np.uint8)
-    inputs = np.stack(raws)
-    probabilities = as_class_probabilities(predict_outputs(predictor.model, inputs))
-    if probabilities.shape != (len(decoded), len(predictor.class_names)):
-        raise ConfigError(
-            f"`{predictor.variant}` outputs {probabilities.shape[1:]} values per image but its "
-            f"card names {len(predictor.class_names)} classes; retrain it (dvc repro)"
-        )
-    for prediction, row in zip(decoded, probabilities, strict=True):
+    inputs = np.stack(raws) if raws else np.zeros((0, *spec.shape), dtype=np.uint8)
+    for prediction, row in zip(decoded, trained.predict(inputs), strict=True):
         prediction.probabilities = row
     return predictions, inputs
 
@@ -369,7 +206,7 @@ def _enlarge(rgb: np.ndarray, min_side: int = GRADCAM_MIN_SIDE) -> np.ndarray:
 
 
 def save_gradcams(
-    predictor: Predictor, predictions: list[Prediction], inputs: np.ndarray, out: str | Path
+    trained: TrainedVariant, predictions: list[Prediction], inputs: np.ndarray, out: str | Path
 ) -> None:
     """Grad-CAM of the predicted class over each classified image, as PNG files.
 
@@ -386,8 +223,8 @@ def save_gradcams(
     if not classified:
         return
     classes = np.array([p.predicted for p, _ in classified])
-    layer = find_gradcam_layer(predictor.model)
-    heatmaps = gradcam_heatmaps(predictor.model, inputs, class_indices=classes, layer=layer)
+    layer = find_gradcam_layer(trained.model)
+    heatmaps = gradcam_heatmaps(trained.model, inputs, class_indices=classes, layer=layer)
     overlays = overlay_heatmap(inputs, heatmaps)
     for (prediction, target), overlay in zip(classified, overlays, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -432,31 +269,24 @@ def format_prediction(
     prediction: Prediction,
     class_names: tuple[str, ...],
     top: int | None = None,
-    icons: dict[str, str] | None = None,
     fancy: bool = True,
 ) -> str:
     """What a person reads for one classified file: verdict line, then one line per class.
 
-    ``fancy`` False swaps the coloured markers for ASCII ones and leaves icons out.
+    ``fancy`` False swaps the coloured markers for ASCII ones.
     """
-    icons = icons if fancy and icons else {}
     band = confidence_band(prediction.confidence)
     marker = band.marker if fancy else band.ascii_marker
-
-    def label(index: int) -> str:
-        name = class_names[index]
-        return f"{icons[name]} {name}" if name in icons else name
-
     lines = [
-        f"{prediction.file}: {marker} {band.name}: {label(prediction.predicted)} "
+        f"{prediction.file}: {marker} {band.name}: {class_names[prediction.predicted]} "
         f"({prediction.confidence:.1%})"
     ]
     shown = prediction.ranking(top)
-    width = max(len(label(i)) for i in shown)
+    width = max(len(class_names[i]) for i in shown)
     for i in shown:
         p = float(prediction.probabilities[i])
         bar = "#" * int(round(p * 20))
-        lines.append(f"    {label(i):<{width}}  {p:6.1%}  {bar}".rstrip())
+        lines.append(f"    {class_names[i]:<{width}}  {p:6.1%}  {bar}".rstrip())
     if prediction.gradcam is not None:
         lines.append(f"    Grad-CAM: {prediction.gradcam}")
     return "\n".join(lines)

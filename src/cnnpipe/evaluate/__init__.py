@@ -1,1 +1,1 @@
-"""Stage evaluate@<variant>: test-set metrics, inference, diagnostics and their figures."""
+"""Stage evaluate@<variant>: test-set metrics, diagnostics and their figures."""

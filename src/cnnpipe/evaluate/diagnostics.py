@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from cnnpipe.evaluate.metrics import as_class_probabilities
 from cnnpipe.evaluate.figures import display_images
+from cnnpipe.inference import as_class_probabilities
 
 __all__ = [
     "feature_maps",
@@ -198,14 +198,7 @@ def gradcam_heatmaps(
         return np.zeros((0, *images.shape[1:3]), dtype=np.float32)
     out_dim = _single_output(model).shape[-1]
     num_classes = 2 if out_dim == 1 else out_dim
-    if class_indices is not None:
-        class_indices = np.asarray(class_indices, dtype=np.int64)
-        if class_indices.shape != (len(images),) or not (
-            (class_indices >= 0) & (class_indices < num_classes)
-        ).all():
-            raise ValueError(
-                f"class_indices must be {len(images)} integers in [0, {num_classes})"
-            )
+    class_indices = _checked_class_indices(class_indices, len(images), num_classes)
     layer = layer or find_gradcam_layer(model)
     if len(_resolve(model, layer).output.shape) != 4:
         raise ValueError(f"Grad-CAM needs a layer with (N, H, W, C) output; `{layer}` is not")
@@ -214,38 +207,58 @@ def gradcam_heatmaps(
 
     heatmaps = []
     for start in range(0, len(images), batch_size):
-        batch = tf.convert_to_tensor(images[start : start + batch_size])
-        with tf.GradientTape() as tape:
-            if head is None:
-                activations, outputs = tap(batch, training=False)
-                scores = tf.cast(outputs, tf.float32)
-            else:
-                activations, features, outputs = tap(batch, training=False)
-                scores = tf.matmul(tf.cast(features, tf.float32), head.kernel) + head.bias
-            if class_indices is not None:
-                chosen = class_indices[start : start + batch_size]
-            elif head is None:
-                chosen = as_class_probabilities(outputs.numpy()).argmax(axis=1)
-            elif out_dim == 1:
-                chosen = (scores[:, 0] > 0).numpy().astype(np.int64)
-            else:
-                # Logits, not probabilities: a softmax of near-equal logits rounds to exact
-                # ties in float32 and would always pick class 0.
-                chosen = tf.argmax(scores, axis=1).numpy()
-            if out_dim == 1:
-                score = scores[:, 0] * np.where(chosen == 1, 1.0, -1.0).astype(np.float32)
-            else:
-                score = tf.gather(scores, chosen, axis=1, batch_dims=1)
-            # Images do not interact at inference, so one sum gives each its own gradient.
-            total = tf.reduce_sum(score)
-        grads = tf.cast(tape.gradient(total, activations), tf.float32)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1))
+        chosen = None if class_indices is None else class_indices[start : start + batch_size]
+        cam = _class_activation_maps(tap, head, images[start : start + batch_size], chosen)
         heatmaps.append(tf.image.resize(cam[..., None], images.shape[1:3])[..., 0].numpy())
     heatmaps = np.concatenate(heatmaps)
     peak = heatmaps.max(axis=(1, 2), keepdims=True)
     heatmaps = np.divide(heatmaps, peak, out=np.zeros_like(heatmaps), where=peak > 0)
     return np.clip(heatmaps, 0.0, 1.0)
+
+
+def _checked_class_indices(class_indices, count: int, num_classes: int):
+    if class_indices is None:
+        return None
+    class_indices = np.asarray(class_indices, dtype=np.int64)
+    if class_indices.shape != (count,) or not (
+        (class_indices >= 0) & (class_indices < num_classes)
+    ).all():
+        raise ValueError(f"class_indices must be {count} integers in [0, {num_classes})")
+    return class_indices
+
+
+def _class_activation_maps(tap, head, batch, chosen):
+    """ReLU(sum_c w_c A_c) per image of ``batch``, at the layer's resolution, for the
+    classes ``chosen`` (None: the predicted ones)."""
+    batch = tf.convert_to_tensor(batch)
+    with tf.GradientTape() as tape:
+        if head is None:
+            activations, outputs = tap(batch, training=False)
+            scores = tf.cast(outputs, tf.float32)
+        else:
+            activations, features, outputs = tap(batch, training=False)
+            scores = tf.matmul(tf.cast(features, tf.float32), head.kernel) + head.bias
+        if chosen is None:
+            chosen = _predicted_classes(head, outputs, scores)
+        if scores.shape[-1] == 1:
+            score = scores[:, 0] * np.where(chosen == 1, 1.0, -1.0).astype(np.float32)
+        else:
+            score = tf.gather(scores, chosen, axis=1, batch_dims=1)
+        # Images do not interact at inference, so one sum gives each its own gradient.
+        total = tf.reduce_sum(score)
+    grads = tf.cast(tape.gradient(total, activations), tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * tf.cast(activations, tf.float32), axis=-1))
+
+
+def _predicted_classes(head, outputs, scores) -> np.ndarray:
+    if head is None:
+        return as_class_probabilities(outputs.numpy()).argmax(axis=1)
+    if scores.shape[-1] == 1:
+        return (scores[:, 0] > 0).numpy().astype(np.int64)
+    # Logits, not probabilities: a softmax of near-equal logits rounds to exact ties in
+    # float32 and would always pick class 0.
+    return tf.argmax(scores, axis=1).numpy()
 
 
 def overlay_heatmap(image, heatmap, alpha: float = 0.4, colormap: str = "jet") -> np.ndarray:

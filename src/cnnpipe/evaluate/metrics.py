@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from cnnpipe.inference.batches import as_class_probabilities
+
 _EPS = 1e-7  # the clipping Keras applies inside its cross-entropy losses
-
-
-def as_class_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """(N, 1) sigmoid outputs -> (N, 2) probabilities; softmax outputs pass through."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if outputs.ndim == 2 and outputs.shape[1] == 1:
-        return np.concatenate([1.0 - outputs, outputs], axis=1)
-    return outputs
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
