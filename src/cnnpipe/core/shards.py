@@ -330,18 +330,8 @@ class ShardSet:
         """
         import tensorflow as tf
 
-        shape = self.image_shape
-        record_bytes = self.record_bytes
-        per_shard = self.records_per_shard
         files = tf.constant([str(p) for p in self.shard_paths] or [""], tf.string)
-        shard_count = len(self.shard_paths)
-
-        if subset is not None:
-            subset = np.asarray(subset, dtype=np.int64).reshape(-1)
-            if len(subset) and (subset.min() < 0 or subset.max() >= self.count):
-                raise IndexError(f"subset index out of range 0..{self.count - 1}")
-            if len(np.unique(subset)) == self.count:
-                subset = None  # every record: no filter to pay for
+        subset = self._checked_subset(subset)
         # Record indices cost an extra tensor per record: carried only when asked for.
         indexed = with_index or subset is not None
 
@@ -352,9 +342,42 @@ class ShardSet:
             kept = int(mask.sum())
             mask_tensor = tf.constant(mask)
 
-        def kept_records(indices, records):
-            keep = tf.gather(mask_tensor, indices)
-            return tf.boolean_mask(indices, keep), tf.boolean_mask(records, keep)
+        records = self._record_stream(tf, files, shuffle, seed, indexed)
+        if subset is not None:
+            records = _keep_masked_records(tf, records, mask_tensor)
+        if shuffle:
+            buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // self.record_bytes))
+            records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        records = records.batch(batch_size)
+        # File-backed and filtered datasets have unknown length; stating it lets Keras size
+        # its epochs and progress instead of warning that the input "ran out of data".
+        records = records.apply(tf.data.experimental.assert_cardinality(-(-kept // batch_size)))
+
+        # Nothing here is autotuned, and tf.data's autotuning thread costs time anyway: it wakes
+        # after 10, 20, 40, ... ms, and tearing an iterator down waits for its next wake-up,
+        # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        decode = _batch_decoder(tf, self.image_shape, indexed, with_index)
+        return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
+
+    def _checked_subset(self, subset) -> np.ndarray | None:
+        """``subset`` as int64 record indices, or None when it names every record."""
+        if subset is None:
+            return None
+        subset = np.asarray(subset, dtype=np.int64).reshape(-1)
+        if len(subset) and (subset.min() < 0 or subset.max() >= self.count):
+            raise IndexError(f"subset index out of range 0..{self.count - 1}")
+        if len(np.unique(subset)) == self.count:
+            return None  # every record: no filter to pay for
+        return subset
+
+    def _record_stream(self, tf, files, shuffle: bool, seed: int, indexed: bool):
+        """The serialized records of every shard, (index, record) pairs when ``indexed``; in
+        record order, or from shuffled shards interleaved when ``shuffle``."""
+        record_bytes = self.record_bytes
+        per_shard = self.records_per_shard
+        shard_count = len(self.shard_paths)
 
         def shard_records(shard):
             records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
@@ -371,38 +394,37 @@ class ShardSet:
         if shuffle:
             # Sequential interleave is deterministic already (``deterministic`` only matters
             # with num_parallel_calls, and TensorFlow warns when it is passed without).
-            records = shards.interleave(
+            return shards.interleave(
                 shard_records, cycle_length=min(shard_count, 8) or 1, block_length=1,
             )
-        else:
-            records = shards.flat_map(shard_records)  # one shard after the other: record order
-        if subset is not None:
-            # Filtered a block at a time: a per-record `filter` call cost about 35 us a record
-            # (54,000 records per epoch for a 10,000-image subset), more than reading it.
-            records = records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
-        if shuffle:
-            buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // record_bytes))
-            records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        records = records.batch(batch_size)
-        # File-backed and filtered datasets have unknown length; stating it lets Keras size
-        # its epochs and progress instead of warning that the input "ran out of data".
-        records = records.apply(tf.data.experimental.assert_cardinality(-(-kept // batch_size)))
+        return shards.flat_map(shard_records)  # one shard after the other: record order
 
-        def decode(*parts):
-            index, record = parts if indexed else (None, parts[0])
-            raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
-            labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
-            images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
-            if with_index:
-                return images, labels, index
-            return images, labels
 
-        # Nothing here is autotuned, and tf.data's autotuning thread costs time anyway: it wakes
-        # after 10, 20, 40, ... ms, and tearing an iterator down waits for its next wake-up,
-        # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
+def _keep_masked_records(tf, records, mask_tensor):
+    """The (index, record) pairs whose index ``mask_tensor`` marks."""
+
+    def kept_records(indices, records):
+        keep = tf.gather(mask_tensor, indices)
+        return tf.boolean_mask(indices, keep), tf.boolean_mask(records, keep)
+
+    # Filtered a block at a time: a per-record `filter` call cost about 35 us a record
+    # (54,000 records per epoch for a 10,000-image subset), more than reading it.
+    return records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
+
+
+def _batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool):
+    """The map function turning a batch of serialized records into (images, labels[, index])."""
+
+    def decode(*parts):
+        index, record = parts if indexed else (None, parts[0])
+        raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
+        labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
+        images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
+        if with_index:
+            return images, labels, index
+        return images, labels
+
+    return decode
 
 
 def write_arrays(

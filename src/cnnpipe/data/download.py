@@ -88,6 +88,15 @@ def _size(count: int) -> str:
     return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count} bytes"
 
 
+@dataclass
+class _Transfer:
+    """What is known of a download so far: the error handlers report it after a failure."""
+
+    received: int = 0
+    announced: int | None = None
+    responded: bool = False
+
+
 def download(
     url: str, destination: Path, limits: DownloadLimits, stream: IO[str] | None = None
 ) -> None:
@@ -102,7 +111,7 @@ def download(
     started = time.monotonic()
     # Each read waits at most this long, so a silent server still reaches the checks below.
     read_timeout = min(limits.stall_seconds, limits.deadline_seconds)
-    received, announced, responded = 0, None, False
+    transfer = _Transfer()
     try:
         with (
             # It also sweeps the partial files a killed run left.
@@ -110,59 +119,82 @@ def download(
             open(partial, "wb") as out,
             urllib.request.urlopen(url, timeout=read_timeout) as response,
         ):
-            responded = True
-            length = response.headers.get("Content-Length")
-            announced = int(length) if length and length.isdigit() else None
-            if announced is not None and announced > limits.max_bytes:
-                raise DataError(
-                    f"download of {url} refused: the server announces {_size(announced)}, more "
-                    f"than the limit of {_size(limits.max_bytes)} (data.download.max_mb)"
-                )
-            progress = _Progress(f"downloading {url}", announced, stream)
-            # read1 returns what has arrived; read(n) would wait for all n bytes.
-            read = getattr(response, "read1", response.read)
-            window_start, window_bytes = started, 0
-            while True:
-                chunk = read(CHUNK_BYTES)
-                if not chunk:
-                    break
-                received += len(chunk)
-                if received > limits.max_bytes:
-                    raise DataError(
-                        f"download of {url} refused: more than the limit of "
-                        f"{_size(limits.max_bytes)} arrived (data.download.max_mb)"
-                    )
-                try:
-                    out.write(chunk)
-                except OSError as exc:  # a full disk is not the server's fault
-                    raise DataError(
-                        f"cannot write the download of {url} into {destination.parent}: "
-                        f"{exc.strerror or exc}"
-                    ) from None
-                progress.update(len(chunk))
-                now = time.monotonic()
-                _check_deadline(url, now - started, limits, received)
-                window_bytes += len(chunk)
-                if now - window_start >= limits.stall_seconds:
-                    if window_bytes < STALL_MIN_BYTES:
-                        raise _stalled(url, window_bytes, now - window_start, received)
-                    window_start, window_bytes = now, 0
-            progress.finish()
-            if announced is not None and received < announced:
-                raise _cut_off(url, received, announced, "the server closed the connection")
+            transfer.responded = True
+            _receive(url, destination, response, out, limits, stream, started, transfer)
     except DataError:
         raise
     except http.client.IncompleteRead:
-        raise _cut_off(url, received, announced, "the chunked body ended early") from None
+        raise _cut_off(
+            url, transfer.received, transfer.announced, "the chunked body ended early"
+        ) from None
     except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException,
             ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if responded and isinstance(exc, TimeoutError):
-            _check_deadline(url, time.monotonic() - started, limits, received)
-            raise _stalled(url, 0, read_timeout, received) from None
-        if received:
-            raise _cut_off(url, received, announced, str(reason)) from None
+        if transfer.responded and isinstance(exc, TimeoutError):
+            _check_deadline(url, time.monotonic() - started, limits, transfer.received)
+            raise _stalled(url, 0, read_timeout, transfer.received) from None
+        if transfer.received:
+            raise _cut_off(url, transfer.received, transfer.announced, str(reason)) from None
         raise DataError(f"download of {url} failed: {reason}") from None
+
+
+def _receive(
+    url: str,
+    destination: Path,
+    response,
+    out: IO[bytes],
+    limits: DownloadLimits,
+    stream: IO[str],
+    started: float,
+    transfer: _Transfer,
+) -> None:
+    """Copy the response body into ``out``, enforcing the size cap, stall window and deadline;
+    ``transfer`` is kept current so a failure mid-way can say how far it got."""
+    length = response.headers.get("Content-Length")
+    transfer.announced = int(length) if length and length.isdigit() else None
+    announced = transfer.announced
+    if announced is not None and announced > limits.max_bytes:
+        raise DataError(
+            f"download of {url} refused: the server announces {_size(announced)}, more "
+            f"than the limit of {_size(limits.max_bytes)} (data.download.max_mb)"
+        )
+    progress = _Progress(f"downloading {url}", announced, stream)
+    # read1 returns what has arrived; read(n) would wait for all n bytes.
+    read = getattr(response, "read1", response.read)
+    window_start, window_bytes = started, 0
+    while True:
+        chunk = read(CHUNK_BYTES)
+        if not chunk:
+            break
+        transfer.received += len(chunk)
+        received = transfer.received
+        if received > limits.max_bytes:
+            raise DataError(
+                f"download of {url} refused: more than the limit of "
+                f"{_size(limits.max_bytes)} arrived (data.download.max_mb)"
+            )
+        _write_chunk(url, destination, out, chunk)
+        progress.update(len(chunk))
+        now = time.monotonic()
+        _check_deadline(url, now - started, limits, received)
+        window_bytes += len(chunk)
+        if now - window_start >= limits.stall_seconds:
+            if window_bytes < STALL_MIN_BYTES:
+                raise _stalled(url, window_bytes, now - window_start, received)
+            window_start, window_bytes = now, 0
+    progress.finish()
+    if announced is not None and transfer.received < announced:
+        raise _cut_off(url, transfer.received, announced, "the server closed the connection")
+
+
+def _write_chunk(url: str, destination: Path, out: IO[bytes], chunk: bytes) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:  # a full disk is not the server's fault
+        raise DataError(
+            f"cannot write the download of {url} into {destination.parent}: "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def _check_deadline(url: str, elapsed: float, limits: DownloadLimits, received: int) -> None:

@@ -128,23 +128,13 @@ def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
     top_dirs, top_files = _list_folder(root, root_real, log)
     lowered = {d.name.lower(): d.name for d in top_dirs}
     presplit = "train" in lowered and set(lowered) <= set(SPLIT_FOLDERS)
-    extension_counts: dict[str, int] = {}
     notes = []
-
-    files: list[ImageFile] = []
     if presplit:
         log.ignore("outside_class_folders", len(top_files))  # beside train/ and test/
-        pool_roots = [(lowered[name], SPLIT_FOLDERS[name]) for name in sorted(lowered)]
-        merged = [lowered[n] for n in ("val", "validation") if n in lowered]
-        if merged:
-            notes.append(
-                f"{', '.join(merged)}/ merged into the training pool: the pipeline draws its own "
-                "stratified validation split (data.val_fraction)"
-            )
+        pool_roots = _split_pool_roots(lowered, notes)
     else:
         pool_roots = [("", "train")]
-    class_names: set[str] = set()
-    classes_by_pool: dict[str, set[str]] = {"train": set(), "test": set()}
+    found = _PoolFiles()
     for folder_name, pool in pool_roots:
         if folder_name:
             class_dirs, loose = _list_folder(root / folder_name, root_real, log)
@@ -152,39 +142,79 @@ def scan_image_folder(root: Path, extensions: set[str]) -> FolderScan:
             class_dirs, loose = top_dirs, top_files
         log.ignore("outside_class_folders", len(loose))
         for class_dir in class_dirs:
-            class_names.add(class_dir.name)
-            classes_by_pool[pool].add(class_dir.name)
-            for path, links_to in _walk_files(class_dir, root_real, log):
-                suffix = path.suffix.lower()
-                if suffix not in extensions:
-                    log.ignore("non_image_extension")
-                    key = suffix or "(none)"
-                    extension_counts[key] = extension_counts.get(key, 0) + 1
-                    continue
-                relative = path.relative_to(root).as_posix()
-                files.append(ImageFile(path, relative, class_dir.name, pool, links_to))
-    unknown_in_test = classes_by_pool["test"] - classes_by_pool["train"]
+            found.add_class_folder(class_dir, pool, root, root_real, extensions, log)
+    _check_pool_classes(root, found)
+    if presplit and not found.classes_by_pool["test"]:
+        notes.append("no test/ folder: a stratified test split is drawn (data.test_fraction)")
+    pool_rank = {"train": 0, "test": 1}
+    found.files.sort(key=lambda f: (pool_rank[f.pool], f.relative))
+    return FolderScan(
+        root=root,
+        files=tuple(found.files),
+        class_names=tuple(sorted(found.class_names)),
+        presplit=presplit and bool(found.classes_by_pool["test"]),
+        ignored=log.counts,
+        ignored_extensions=dict(sorted(found.extension_counts.items())),
+        notes=tuple(notes),
+        excluded=tuple(sorted(log.excluded, key=lambda e: e["path"])),
+    )
+
+
+def _split_pool_roots(lowered: dict[str, str], notes: list[str]) -> list[tuple[str, str]]:
+    """(folder name, pool) for each of train/, test/, val/ ... the root holds; notes a merge
+    of val/ folders into the training pool."""
+    pool_roots = [(lowered[name], SPLIT_FOLDERS[name]) for name in sorted(lowered)]
+    merged = [lowered[n] for n in ("val", "validation") if n in lowered]
+    if merged:
+        notes.append(
+            f"{', '.join(merged)}/ merged into the training pool: the pipeline draws its own "
+            "stratified validation split (data.val_fraction)"
+        )
+    return pool_roots
+
+
+@dataclass
+class _PoolFiles:
+    """What the class folders of every pool hold, gathered in scan order."""
+
+    files: list[ImageFile] = field(default_factory=list)
+    class_names: set[str] = field(default_factory=set)
+    classes_by_pool: dict[str, set[str]] = field(
+        default_factory=lambda: {"train": set(), "test": set()}
+    )
+    extension_counts: dict[str, int] = field(default_factory=dict)
+
+    def add_class_folder(
+        self,
+        class_dir: Path,
+        pool: str,
+        root: Path,
+        root_real: str,
+        extensions: set[str],
+        log: _ScanLog,
+    ) -> None:
+        self.class_names.add(class_dir.name)
+        self.classes_by_pool[pool].add(class_dir.name)
+        for path, links_to in _walk_files(class_dir, root_real, log):
+            suffix = path.suffix.lower()
+            if suffix not in extensions:
+                log.ignore("non_image_extension")
+                key = suffix or "(none)"
+                self.extension_counts[key] = self.extension_counts.get(key, 0) + 1
+                continue
+            relative = path.relative_to(root).as_posix()
+            self.files.append(ImageFile(path, relative, class_dir.name, pool, links_to))
+
+
+def _check_pool_classes(root: Path, found: _PoolFiles) -> None:
+    unknown_in_test = found.classes_by_pool["test"] - found.classes_by_pool["train"]
     if unknown_in_test:
         raise DataError(
             f"{root}: test/ has class folder(s) missing from train/: "
             f"{', '.join(sorted(unknown_in_test))}"
         )
-    if not class_names:
+    if not found.class_names:
         raise DataError(f"{root} holds no class sub-folders (expected {root}/<class>/<image>)")
-    if presplit and not classes_by_pool["test"]:
-        notes.append("no test/ folder: a stratified test split is drawn (data.test_fraction)")
-    pool_rank = {"train": 0, "test": 1}
-    files.sort(key=lambda f: (pool_rank[f.pool], f.relative))
-    return FolderScan(
-        root=root,
-        files=tuple(files),
-        class_names=tuple(sorted(class_names)),
-        presplit=presplit and bool(classes_by_pool["test"]),
-        ignored=log.counts,
-        ignored_extensions=dict(sorted(extension_counts.items())),
-        notes=tuple(notes),
-        excluded=tuple(sorted(log.excluded, key=lambda e: e["path"])),
-    )
 
 
 def _count_all_files(folder: Path) -> int:

@@ -66,15 +66,10 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
     Copies under two or more classes (a link or a copy filed in the wrong folder) are a label
     conflict: with ``remove`` every copy is dropped, whichever split or class it is in.
     """
-    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
-    order = sorted(range(len(items)), key=lambda i: (rank.get(items[i].split, 99), items[i].path))
-    by_hash: dict[str, list[int]] = {}
-    for index in order:
-        by_hash.setdefault(items[index].sha256, []).append(index)
     keep = np.ones(len(items), dtype=bool)
     within = across = conflict_images = 0
     groups, conflicts = [], []
-    for digest, members in by_hash.items():
+    for digest, members in _members_by_hash(items).items():
         if len(members) < 2:
             continue
         first = items[members[0]]
@@ -88,25 +83,55 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
             conflict_images += len(members)
             if remove:
                 keep[members] = False
-            conflicts.append(
-                {
-                    "sha256": digest,
-                    "classes": labels,
-                    "files": [_describe(items[i]) for i in members],
-                }
-            )
+            conflicts.append(_conflict_entry(digest, labels, [items[i] for i in members]))
             continue
         if remove:
             keep[members[1:]] = False
-        groups.append(
-            {
-                "sha256": digest,
-                "kept": _describe(first),
-                "copies": [_describe(items[i]) for i in members[1:]],
-                "classes": labels,
-            }
-        )
-    summary = {
+        groups.append(_copies_entry(digest, labels, [items[i] for i in members]))
+    summary = _duplicate_summary(groups, conflicts, within, across, conflict_images, keep, remove)
+    return Duplicates(
+        keep=keep,
+        summary=summary,
+        groups=groups,
+        conflicts=conflicts,
+        removing=remove,
+    )
+
+
+def _conflict_entry(digest: str, labels: list[str], copies: list[Item]) -> dict:
+    return {"sha256": digest, "classes": labels, "files": [_describe(c) for c in copies]}
+
+
+def _copies_entry(digest: str, labels: list[str], copies: list[Item]) -> dict:
+    """A group of copies under one class: the first (kept) and the later ones."""
+    return {
+        "sha256": digest,
+        "kept": _describe(copies[0]),
+        "copies": [_describe(c) for c in copies[1:]],
+        "classes": labels,
+    }
+
+
+def _members_by_hash(items: list[Item]) -> dict[str, list[int]]:
+    """Item indices per content hash, each list in keep order (train < val < test, then path)."""
+    rank = {name: i for i, name in enumerate(SPLIT_ORDER)}
+    order = sorted(range(len(items)), key=lambda i: (rank.get(items[i].split, 99), items[i].path))
+    by_hash: dict[str, list[int]] = {}
+    for index in order:
+        by_hash.setdefault(items[index].sha256, []).append(index)
+    return by_hash
+
+
+def _duplicate_summary(
+    groups: list[dict],
+    conflicts: list[dict],
+    within: int,
+    across: int,
+    conflict_images: int,
+    keep: np.ndarray,
+    remove: bool,
+) -> dict:
+    return {
         "groups": len(groups) + len(conflicts),
         "copies": within + across,
         "within_split": within,
@@ -121,13 +146,6 @@ def find_duplicates(items: list[Item], remove: bool) -> Duplicates:
             else "reported only: the official split is kept as published"
         ),
     }
-    return Duplicates(
-        keep=keep,
-        summary=summary,
-        groups=groups,
-        conflicts=conflicts,
-        removing=remove,
-    )
 
 
 def _describe(item: Item) -> dict:
@@ -304,20 +322,45 @@ def quality_problems(report: dict) -> list[str]:
     return problems
 
 
-def enforce_quality(report: dict, report_hint: str = "reports/data_quality.md") -> None:
+def enforce_quality(report: dict) -> None:
     """DataQualityError (one line, all problems) when the completed report lists problems."""
     if report.get("problems"):
         raise DataQualityError(
-            "; ".join(report["problems"]) + f"; details in {report_hint}", report
+            "; ".join(report["problems"]) + "; details in reports/data_quality.md", report
         )
 
 
 def render_markdown(report: dict) -> str:
     """The report as a Markdown page for people (the JSON is for tools)."""
     files = report["files"]
+    lines = _summary_lines(report)
+    if report.get("problems"):
+        lines += ["## Problems", ""] + [f"- {p}" for p in report["problems"]] + [""]
+    if "counts" in report:
+        lines += _class_count_lines(report)
+    lines += _path_reasons("Skipped files", "file", report["skipped"], files["skipped"])
+    if files["ignored"]:
+        lines += _files_not_used_lines(files)
+    if report["original_images"].get("count"):
+        lines += _original_image_lines(report["original_images"])
+    if report["duplicates"]["details"]:
+        lines += _duplicate_lines(report["duplicates"])
+    if report["label_conflicts"]["groups"]:
+        lines += _label_conflict_lines(report["label_conflicts"])
+    not_read = report["not_read"]
+    lines += _path_reasons(
+        "Links and special files not read", "entry", not_read["details"], not_read["entries"]
+    )
+    if report.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _summary_lines(report: dict) -> list[str]:
+    files = report["files"]
     dup = report["duplicates"]
     conflicts = report["label_conflicts"]
-    lines = [
+    return [
         "# Data quality report",
         "",
         f"Source: `{report['source']}`",
@@ -337,86 +380,90 @@ def render_markdown(report: dict) -> str:
         f"| links and special files not read | {report['not_read']['entries']} |",
         "",
     ]
-    if report.get("problems"):
-        lines += ["## Problems", ""] + [f"- {p}" for p in report["problems"]] + [""]
-    if "counts" in report:
-        splits = [s for s in SPLIT_ORDER if s in report["counts"]]
-        lines += [
-            "## Images per class and split",
-            "",
-            "| class | " + " | ".join(splits) + " | total |",
-            "|---|" + "---:|" * (len(splits) + 1),
-        ]
-        for name in report["class_names"]:
-            cells = [str(report["counts"][s].get(name, 0)) for s in splits]
-            total = report["totals_per_class"][name]
-            lines.append(f"| {_cell(name)} | " + " | ".join(cells) + f" | {total} |")
+
+
+def _class_count_lines(report: dict) -> list[str]:
+    splits = [s for s in SPLIT_ORDER if s in report["counts"]]
+    lines = [
+        "## Images per class and split",
+        "",
+        "| class | " + " | ".join(splits) + " | total |",
+        "|---|" + "---:|" * (len(splits) + 1),
+    ]
+    for name in report["class_names"]:
+        cells = [str(report["counts"][s].get(name, 0)) for s in splits]
+        total = report["totals_per_class"][name]
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + f" | {total} |")
+    lines.append("")
+    return lines
+
+
+def _files_not_used_lines(files: dict) -> list[str]:
+    lines = ["## Files not used", "", "| why | files |", "|---|---:|"]
+    lines += [f"| {why.replace('_', ' ')} | {n} |" for why, n in files["ignored"].items()]
+    if files["ignored_extensions"]:
+        exts = ", ".join(f"{e} ({n})" for e, n in files["ignored_extensions"].items())
+        lines.append(f"| extensions not read | {_cell(exts)} |")
+    lines.append("")
+    return lines
+
+
+def _original_image_lines(originals: dict) -> list[str]:
+    lines = ["## Original images", ""]
+    if "width" in originals:
+        lines.append(
+            f"Width {originals['width']['min']}-{originals['width']['max']} px, "
+            f"height {originals['height']['min']}-{originals['height']['max']} px, "
+            f"{originals['distinct_sizes']} distinct sizes."
+        )
         lines.append("")
-    lines += _path_reasons("Skipped files", "file", report["skipped"], files["skipped"])
-    if files["ignored"]:
-        lines += ["## Files not used", "", "| why | files |", "|---|---:|"]
-        lines += [f"| {why.replace('_', ' ')} | {n} |" for why, n in files["ignored"].items()]
-        if files["ignored_extensions"]:
-            exts = ", ".join(f"{e} ({n})" for e, n in files["ignored_extensions"].items())
-            lines.append(f"| extensions not read | {_cell(exts)} |")
+    for title, key in (("size (WxH)", "sizes"), ("mode", "modes"), ("format", "formats")):
+        lines += [f"| {title} | images |", "|---|---:|"]
+        lines += [f"| {_cell(str(k))} | {n} |" for k, n in originals[key].items()]
         lines.append("")
-    originals = report["original_images"]
-    if originals.get("count"):
-        lines += ["## Original images", ""]
-        if "width" in originals:
-            lines.append(
-                f"Width {originals['width']['min']}-{originals['width']['max']} px, "
-                f"height {originals['height']['min']}-{originals['height']['max']} px, "
-                f"{originals['distinct_sizes']} distinct sizes."
-            )
-            lines.append("")
-        for title, key in (("size (WxH)", "sizes"), ("mode", "modes"), ("format", "formats")):
-            lines += [f"| {title} | images |", "|---|---:|"]
-            lines += [f"| {_cell(str(k))} | {n} |" for k, n in originals[key].items()]
-            lines.append("")
-    if dup["details"]:
-        lines += [
-            "## Exact duplicates",
-            "",
-            f"Policy: {dup['policy']}.",
-            "",
-            "| kept | copies | classes |",
-            "|---|---|---|",
-        ]
-        for group in dup["details"]:
-            kept = f"{group['kept']['split']}: {group['kept']['path']}"
-            copies = "<br>".join(f"{c['split']}: {c['path']}" for c in group["copies"])
-            classes = ", ".join(group["classes"])
-            lines.append(f"| {_cell(kept)} | {_cell(copies)} | {_cell(classes)} |")
-        if dup["details_not_listed"]:
-            lines.append(f"| ... | {dup['details_not_listed']} more groups | |")
-        lines.append("")
-    if conflicts["groups"]:
-        lines += [
-            "## Label conflicts",
-            "",
-            f"Policy: {conflicts['policy']}.",
-            "",
-            "| classes | files |",
-            "|---|---|",
-        ]
-        for group in conflicts["details"]:
-            listed = "<br>".join(
-                f"{f['split']}: {f['path']}"
-                + (f" (link to {f['links_to']})" if "links_to" in f else "")
-                for f in group["files"]
-            )
-            lines.append(f"| {_cell(', '.join(group['classes']))} | {_cell(listed)} |")
-        if conflicts["details_not_listed"]:
-            lines.append(f"| ... | {conflicts['details_not_listed']} more groups |")
-        lines.append("")
-    not_read = report["not_read"]
-    lines += _path_reasons(
-        "Links and special files not read", "entry", not_read["details"], not_read["entries"]
-    )
-    if report.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
-    return "\n".join(lines)
+    return lines
+
+
+def _duplicate_lines(dup: dict) -> list[str]:
+    lines = [
+        "## Exact duplicates",
+        "",
+        f"Policy: {dup['policy']}.",
+        "",
+        "| kept | copies | classes |",
+        "|---|---|---|",
+    ]
+    for group in dup["details"]:
+        kept = f"{group['kept']['split']}: {group['kept']['path']}"
+        copies = "<br>".join(f"{c['split']}: {c['path']}" for c in group["copies"])
+        classes = ", ".join(group["classes"])
+        lines.append(f"| {_cell(kept)} | {_cell(copies)} | {_cell(classes)} |")
+    if dup["details_not_listed"]:
+        lines.append(f"| ... | {dup['details_not_listed']} more groups | |")
+    lines.append("")
+    return lines
+
+
+def _label_conflict_lines(conflicts: dict) -> list[str]:
+    lines = [
+        "## Label conflicts",
+        "",
+        f"Policy: {conflicts['policy']}.",
+        "",
+        "| classes | files |",
+        "|---|---|",
+    ]
+    for group in conflicts["details"]:
+        listed = "<br>".join(
+            f"{f['split']}: {f['path']}"
+            + (f" (link to {f['links_to']})" if "links_to" in f else "")
+            for f in group["files"]
+        )
+        lines.append(f"| {_cell(', '.join(group['classes']))} | {_cell(listed)} |")
+    if conflicts["details_not_listed"]:
+        lines.append(f"| ... | {conflicts['details_not_listed']} more groups |")
+    lines.append("")
+    return lines
 
 
 def _path_reasons(title: str, what: str, listed: list[dict], total: int) -> list[str]:

@@ -19,7 +19,13 @@ from cnnpipe.data import fashion_mnist
 from cnnpipe.data.bounds import check_image_sides
 from cnnpipe.data.decode import IMAGE_EXTENSIONS
 from cnnpipe.data.download import DownloadLimits
-from cnnpipe.data.folders import DecodeOutcome, iter_decode_files, scan_image_folder
+from cnnpipe.data.folders import (
+    DecodeOutcome,
+    FolderScan,
+    ImageFile,
+    iter_decode_files,
+    scan_image_folder,
+)
 from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits
 from cnnpipe.data.spool import Spool
 from cnnpipe.data.quality import (
@@ -37,7 +43,6 @@ from cnnpipe.core.errors import DataError
 from cnnpipe.core.sampling import stratified_pick
 
 KERAS_SOURCES = ("mnist", "cifar10", "cifar100")
-FILE_SOURCES = ("image_folder", "archive")
 
 
 @dataclass(frozen=True)
@@ -98,84 +103,100 @@ def load_source(data_cfg, spool_dir: str | Path | None = None) -> LoadedSource:
     """
     source = data_cfg.source
     if source == "fashion_mnist":
-        cfg = data_cfg.fashion_mnist
-        raw = fashion_mnist.load_fashion_mnist(
-            Path(cfg.local_dir), cfg.url, Path(cfg.download_dir),
-            DownloadLimits.from_settings(data_cfg.download),
-        )
-        return _from_arrays(
-            data_cfg,
-            train=Split(raw.train_images[..., None], raw.train_labels.astype(np.int32)),
-            test=Split(raw.test_images[..., None], raw.test_labels.astype(np.int32)),
-            class_names=fashion_mnist.CLASS_NAMES,
-            description=raw.source,
-            checksums=raw.checksums,
-            license=fashion_mnist.LICENSE,
-            file_format="IDX",
-        )
+        return _load_fashion_mnist(data_cfg)
     if source in KERAS_SOURCES:
-        from cnnpipe.data.keras_datasets import load_keras_dataset
-
-        raw = load_keras_dataset(source)
-        return _from_arrays(
-            data_cfg,
-            train=Split(raw.train_images, raw.train_labels),
-            test=Split(raw.test_images, raw.test_labels),
-            class_names=raw.class_names,
-            description=raw.source,
-            checksums=raw.checksums,
-            license=raw.license,
-            file_format=f"keras.datasets.{source}",
-        )
+        return _load_keras_dataset(data_cfg, source)
     if source == "image_folder":
-        cfg = data_cfg.image_folder
-        return _from_folder(
-            data_cfg,
-            Path(cfg.path),
-            description=f"image_folder:{cfg.path}",
-            checksums={},
-            license=cfg.license,
-            card_extra={},
-            notes=[],
-            spool_dir=spool_dir,
-        )
+        return _load_image_folder(data_cfg, spool_dir)
     if source == "archive":
-        cfg = data_cfg.archive
-        archive_path, digest = archive_lib.fetch_archive(
-            cfg.path_or_url, cfg.sha256, Path(cfg.download_dir),
-            DownloadLimits.from_settings(data_cfg.download),
-        )
-        extraction = archive_lib.extract_archive(
-            archive_path,
-            Path(cfg.download_dir) / "extracted" / digest[:16],
-            max_bytes=cfg.max_extracted_mb * 2**20,
-            max_members=cfg.max_members,
-        )
-        root = archive_lib.dataset_root(extraction.folder, cfg.subdir)
-        notes = []
-        if extraction.links_not_extracted:
-            notes.append(
-                f"{extraction.links_not_extracted} link(s) in the archive were not extracted "
-                "(only regular files are)"
-            )
-        return _from_folder(
-            data_cfg,
-            root,
-            description=f"archive:{cfg.path_or_url}",
-            checksums={"archive": digest},
-            license=cfg.license,
-            card_extra={
-                "archive": {
-                    "sha256": digest,
-                    "members": extraction.members,
-                    "bytes_extracted": extraction.bytes,
-                    "dataset_folder": root.relative_to(extraction.folder).as_posix(),
-                }
-            },
-            notes=notes,
-            spool_dir=spool_dir,
-        )
+        return _load_archive(data_cfg, spool_dir)
     raise DataError(f"unknown data.source `{source}`")  # config validation normally stops this
+
+
+def _load_fashion_mnist(data_cfg) -> LoadedSource:
+    cfg = data_cfg.fashion_mnist
+    raw = fashion_mnist.load_fashion_mnist(
+        Path(cfg.local_dir), cfg.url, Path(cfg.download_dir),
+        DownloadLimits.from_settings(data_cfg.download),
+    )
+    return _from_arrays(
+        data_cfg,
+        train=Split(raw.train_images[..., None], raw.train_labels.astype(np.int32)),
+        test=Split(raw.test_images[..., None], raw.test_labels.astype(np.int32)),
+        class_names=fashion_mnist.CLASS_NAMES,
+        description=raw.source,
+        checksums=raw.checksums,
+        license=fashion_mnist.LICENSE,
+        file_format="IDX",
+    )
+
+
+def _load_keras_dataset(data_cfg, source: str) -> LoadedSource:
+    from cnnpipe.data.keras_datasets import load_keras_dataset
+
+    raw = load_keras_dataset(source)
+    return _from_arrays(
+        data_cfg,
+        train=Split(raw.train_images, raw.train_labels),
+        test=Split(raw.test_images, raw.test_labels),
+        class_names=raw.class_names,
+        description=raw.source,
+        checksums=raw.checksums,
+        license=raw.license,
+        file_format=f"keras.datasets.{source}",
+    )
+
+
+def _load_image_folder(data_cfg, spool_dir: str | Path | None) -> LoadedSource:
+    cfg = data_cfg.image_folder
+    return _from_folder(
+        data_cfg,
+        Path(cfg.path),
+        description=f"image_folder:{cfg.path}",
+        checksums={},
+        license=cfg.license,
+        card_extra={},
+        notes=[],
+        spool_dir=spool_dir,
+    )
+
+
+def _load_archive(data_cfg, spool_dir: str | Path | None) -> LoadedSource:
+    cfg = data_cfg.archive
+    archive_path, digest = archive_lib.fetch_archive(
+        cfg.path_or_url, cfg.sha256, Path(cfg.download_dir),
+        DownloadLimits.from_settings(data_cfg.download),
+    )
+    extraction = archive_lib.extract_archive(
+        archive_path,
+        Path(cfg.download_dir) / "extracted" / digest[:16],
+        max_bytes=cfg.max_extracted_mb * 2**20,
+        max_members=cfg.max_members,
+    )
+    root = archive_lib.dataset_root(extraction.folder, cfg.subdir)
+    notes = []
+    if extraction.links_not_extracted:
+        notes.append(
+            f"{extraction.links_not_extracted} link(s) in the archive were not extracted "
+            "(only regular files are)"
+        )
+    return _from_folder(
+        data_cfg,
+        root,
+        description=f"archive:{cfg.path_or_url}",
+        checksums={"archive": digest},
+        license=cfg.license,
+        card_extra={
+            "archive": {
+                "sha256": digest,
+                "members": extraction.members,
+                "bytes_extracted": extraction.bytes,
+                "dataset_folder": root.relative_to(extraction.folder).as_posix(),
+            }
+        },
+        notes=notes,
+        spool_dir=spool_dir,
+    )
 
 
 def _from_arrays(
@@ -247,32 +268,11 @@ def _from_folder(
     check_image_sides(images_cfg.image_size, "data.images.image_size")
     scan = scan_image_folder(root, IMAGE_EXTENSIONS)
     selected = select_classes(scan.class_names, data_cfg.classes)
-    files = [f for f in scan.files if f.class_name in selected]
-    ignored = dict(scan.ignored)
-    if len(files) < len(scan.files):
-        ignored["unselected_class"] = len(scan.files) - len(files)
-    if not files:
-        raise DataError(
-            f"{root}: no image files in the class folders "
-            f"(read: {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
+    files, ignored = _selected_files(root, scan, selected)
     spool, outcomes, channels = _decode_to_spool(files, images_cfg, spool_dir)
-    skipped = [
-        {"path": f.relative, "reason": o.reason}
-        for f, o in zip(files, outcomes, strict=True)
-        if o.reason is not None
-    ]
-    # Outcomes carry no pixels here: decoded image number j lies at spool index j.
-    decoded = [(f, o) for f, o in zip(files, outcomes, strict=True) if o.reason is None]
-    spool_index = {f.relative: j for j, (f, _) in enumerate(decoded)}
+    skipped, decoded = _split_outcomes(files, outcomes)
     items = [Item(f.relative, f.class_name, f.pool, o.sha256, f.links_to) for f, o in decoded]
     duplicates = find_duplicates(items, remove=True)
-    originals = image_stats(
-        [o.width for _, o in decoded],
-        [o.height for _, o in decoded],
-        [o.mode for _, o in decoded],
-        [o.format for _, o in decoded],
-    )
     report = source_report(
         source=description,
         class_names=selected,
@@ -280,45 +280,20 @@ def _from_folder(
         skipped=skipped,
         ignored=ignored,
         ignored_extensions=scan.ignored_extensions,
-        originals=originals,
+        originals=_original_image_stats(decoded),
         duplicates=duplicates,
         notes=list(notes) + list(scan.notes),
         excluded=scan.excluded,
         max_label_conflict_fraction=data_cfg.max_label_conflict_fraction,
     )
-    conflict_problem = label_conflict_problem(report)
-    if conflict_problem:
-        report["problems"] = [conflict_problem]
-        raise DataQualityError(
-            f"{conflict_problem}; details in reports/data_quality.md", report
-        )
-    kept = [pair for pair, keep in zip(decoded, duplicates.keep, strict=True) if keep]
-    if not kept:
-        example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
-        raise DataQualityError(
-            f"{root}: none of the {len(files)} image files could be decoded{example}", report
-        )
-    pools = {}
-    for pool in ("train", "test"):
-        members = [(f, o) for f, o in kept if f.pool == pool]
-        if members:
-            pools[pool] = Split(
-                spool.view(channels, [spool_index[f.relative] for f, _ in members]),
-                np.array([selected.index(f.class_name) for f, _ in members], dtype=np.int32),
-            )
+    _refuse_label_conflicts(report)
+    kept = _kept_files(root, decoded, duplicates.keep, skipped, len(files), report)
+    pools = _pool_splits(kept, decoded, spool, channels, selected)
     if "train" not in pools:
         raise DataQualityError(f"{root}: no readable training images", report)
     listing = "".join(f"{f.relative}\t{f.class_name}\t{o.sha256}\n" for f, o in kept)
     checksums = {**checksums, "images": hashlib.sha256(listing.encode()).hexdigest()}
-    loading = {
-        "image_size": list(images_cfg.image_size),
-        "channels": channels,
-        # null: the channel count followed the decoded images (1 when all were grayscale).
-        "channels_setting": images_cfg.channels,
-        "crop_to_aspect_ratio": images_cfg.crop_to_aspect_ratio,
-        "resample": "bilinear",
-        "max_pixels": images_cfg.max_pixels,
-    }
+    loading = _image_loading(images_cfg, channels)
     return LoadedSource(
         train=pools["train"],
         test=pools.get("test"),
@@ -329,6 +304,105 @@ def _from_folder(
         report=report,
         card_extra={**card_extra, "image_loading": loading, "presplit": scan.presplit},
     )
+
+
+def _split_outcomes(
+    files: list[ImageFile], outcomes: list[DecodeOutcome]
+) -> tuple[list[dict], list[tuple[ImageFile, DecodeOutcome]]]:
+    """({path, reason} of each skipped file, (file, outcome) of each decoded one)."""
+    skipped = [
+        {"path": f.relative, "reason": o.reason}
+        for f, o in zip(files, outcomes, strict=True)
+        if o.reason is not None
+    ]
+    # Outcomes carry no pixels here: decoded image number j lies at spool index j.
+    decoded = [(f, o) for f, o in zip(files, outcomes, strict=True) if o.reason is None]
+    return skipped, decoded
+
+
+def _kept_files(
+    root: Path,
+    decoded: list[tuple[ImageFile, DecodeOutcome]],
+    keep: np.ndarray,
+    skipped: list[dict],
+    image_files: int,
+    report: dict,
+) -> list[tuple[ImageFile, DecodeOutcome]]:
+    """The decoded files the duplicate search keeps; DataQualityError when none is left."""
+    kept = [pair for pair, keep_it in zip(decoded, keep, strict=True) if keep_it]
+    if not kept:
+        example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise DataQualityError(
+            f"{root}: none of the {image_files} image files could be decoded{example}", report
+        )
+    return kept
+
+
+def _selected_files(
+    root: Path, scan: FolderScan, selected: tuple[str, ...]
+) -> tuple[list[ImageFile], dict[str, int]]:
+    """(the scanned files of the selected classes, the ignored counts including the others)."""
+    files = [f for f in scan.files if f.class_name in selected]
+    ignored = dict(scan.ignored)
+    if len(files) < len(scan.files):
+        ignored["unselected_class"] = len(scan.files) - len(files)
+    if not files:
+        raise DataError(
+            f"{root}: no image files in the class folders "
+            f"(read: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return files, ignored
+
+
+def _original_image_stats(decoded: list[tuple[ImageFile, DecodeOutcome]]) -> dict:
+    return image_stats(
+        [o.width for _, o in decoded],
+        [o.height for _, o in decoded],
+        [o.mode for _, o in decoded],
+        [o.format for _, o in decoded],
+    )
+
+
+def _refuse_label_conflicts(report: dict) -> None:
+    conflict_problem = label_conflict_problem(report)
+    if conflict_problem:
+        report["problems"] = [conflict_problem]
+        raise DataQualityError(
+            f"{conflict_problem}; details in reports/data_quality.md", report
+        )
+
+
+def _pool_splits(
+    kept: list[tuple[ImageFile, DecodeOutcome]],
+    decoded: list[tuple[ImageFile, DecodeOutcome]],
+    spool: Spool,
+    channels: int,
+    selected: tuple[str, ...],
+) -> dict[str, Split]:
+    """The train and test splits (whichever have images) of the ``kept`` decoded files, as
+    views of the spool; ``decoded`` gives each file's spool index."""
+    spool_index = {f.relative: j for j, (f, _) in enumerate(decoded)}
+    pools = {}
+    for pool in ("train", "test"):
+        members = [(f, o) for f, o in kept if f.pool == pool]
+        if members:
+            pools[pool] = Split(
+                spool.view(channels, [spool_index[f.relative] for f, _ in members]),
+                np.array([selected.index(f.class_name) for f, _ in members], dtype=np.int32),
+            )
+    return pools
+
+
+def _image_loading(images_cfg, channels: int) -> dict:
+    return {
+        "image_size": list(images_cfg.image_size),
+        "channels": channels,
+        # null: the channel count followed the decoded images (1 when all were grayscale).
+        "channels_setting": images_cfg.channels,
+        "crop_to_aspect_ratio": images_cfg.crop_to_aspect_ratio,
+        "resample": "bilinear",
+        "max_pixels": images_cfg.max_pixels,
+    }
 
 
 def _decode_to_spool(files, images_cfg, spool_dir) -> tuple[Spool, list[DecodeOutcome], int]:
