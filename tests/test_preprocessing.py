@@ -120,7 +120,8 @@ def test_stage_writes_only_the_settings_and_runs_without_tensorflow(tmp_path, di
         "data": {"source": "image_folder", "image_folder": {"path": "images"},
                  "images": {"image_size": [16, 16]}},
         "preprocess": {"channels": 3, "normalization": "standardize"},
-        "models": {"simple_cnn": {"architecture": "simple_cnn"}},
+        # Two convs fit 16x16 images (the default three need more than 16 pixels a side).
+        "models": {"simple_cnn": {"architecture": "simple_cnn", "filters": [8, 16]}},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     # A tensorflow that cannot be imported: the stages must not need it.

@@ -77,5 +77,10 @@ class ShapeWalk:
         self.c = units
         self.store(2 if activation else 1)
 
+    def dense_dropout(self, units):
+        """blocks.dense_dropout on paper: the hidden dense layer, then its dropout."""
+        self.dense(units)
+        self.elementwise()
+
     def head(self, num_classes):
         self.dense(1 if num_classes == 2 else num_classes)

@@ -40,8 +40,7 @@ def _walk(walk, hp):
         walk.conv_bn_relu(width, hp.kernel_size)
         walk.pool()
     walk.global_pool()
-    walk.dense(hp.dense_units)
-    walk.elementwise()
+    walk.dense_dropout(hp.dense_units)
 
 
 ARCHITECTURE = register_architecture(Architecture(

@@ -189,8 +189,7 @@ def _walk(walk, hp):
     walk.conv(_make_divisible(1280 * alpha) if alpha > 1.0 else 1280, 1, bias=False)
     walk.bn_relu()
     walk.global_pool()
-    walk.dense(hp.dense_units)
-    walk.elementwise()
+    walk.dense_dropout(hp.dense_units)
 
 
 ARCHITECTURE = register_architecture(Architecture(
