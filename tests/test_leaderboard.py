@@ -52,14 +52,25 @@ def test_accuracy_with_test_time_augmentation_stands_beside_the_plain_one():
     assert "| b | 0.9300 | 0.8100 | 0.9412 | 0.9200 |" in text
 
 
-def test_transfer_rows_pair_pretrained_with_scratch_of_same_architecture():
-    rows = transfer_rows({"a": "x", "b": "mob", "c": "mob"}, {"b": "pretrain", "c": "none"},
-                         EVALS, TRAINS)
-    assert len(rows) == 1
-    assert rows[0]["scratch"] == "c"
+def test_transfer_rows_follow_the_pairs_the_params_stage_made():
+    """cnnpipe.params.resolve.transfer_pairs pairs the variants (resolved/compare.json); the
+    leaderboard only scores each pair, skipping one whose variant has no evaluation."""
+    pairs = [
+        {"pretrained": "b", "scratch": "c", "source": "rotation"},
+        {"pretrained": "b", "scratch": "gone", "source": "rotation"},
+        {"pretrained": "a", "scratch": "c", "source": "imagenet"},
+    ]
+    rows = transfer_rows(pairs, EVALS, TRAINS)
+    assert [(r["pretrained"], r["scratch"], r["pretrain_task"]) for r in rows] == [
+        ("b", "c", "rotation"), ("a", "c", "imagenet"),
+    ]
     assert rows[0]["transfer_gain"] == pytest.approx(0.05)
-    assert rows[0]["pretrained_train_seconds"] == 55.0
-    assert "| b | c | rotation | 0.9300 | 0.8800 | +0.0500 | 55 | 5 |" in transfer_markdown(rows)
+    assert rows[0]["pretrained_train_seconds"] == 55.0  # training and its source task
+    assert rows[1]["pretrained_train_seconds"] == 10.0
+    text = transfer_markdown(rows)
+    assert "| b | c | rotation | 0.9300 | 0.8800 | +0.0500 | 55 | 5 |" in text
+    assert "| a | c | imagenet | 0.9100 | 0.8800 | +0.0300 | 10 | 5 |" in text
+    assert transfer_rows([], EVALS, TRAINS) == []
 
 
 def committed_metrics():

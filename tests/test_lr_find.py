@@ -52,7 +52,8 @@ def test_a_suggestion_at_either_end_of_the_sweep_is_refused():
 
 @pytest.fixture
 def prepared_digits(tmp_path):
-    """A project folder whose prepared data are scikit-learn's digits at 28x28 (real images)."""
+    """A project folder whose prepared data (train and val splits) are scikit-learn's digits
+    at 28x28 (real images)."""
     from sklearn.datasets import load_digits
 
     from cnnpipe.core.shards import write_arrays
@@ -61,6 +62,8 @@ def prepared_digits(tmp_path):
     small = np.round(digits.images * 255 / 16).astype(np.uint8)
     images = np.pad(np.kron(small, np.ones((3, 3), np.uint8)), ((0, 0), (2, 2), (2, 2)))[..., None]
     write_arrays(tmp_path / "data/prepared/train", images[:1500], digits.target[:1500])
+    # The sweep trains on the train split alone; the build path opens every prepared split.
+    write_arrays(tmp_path / "data/prepared/val", images[1500:], digits.target[1500:])
     (tmp_path / "data/prepared/data_card.json").write_text(
         json.dumps({"num_classes": 10, "class_names": [str(d) for d in range(10)]})
     )

@@ -1,4 +1,5 @@
-"""Architectures: registry, shapes, save/load, naming, augmentation, argument errors, transfer."""
+"""Architectures: registrations, shapes, save/load, naming, augmentation, argument errors,
+memory walks, transfer."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import pytest
 from fixtures import TINY_HYPERPARAMETERS
 
 from cnnpipe.models import (
+    Architecture,
     ModelConfigError,
     available_models,
-    build_model,
     classification_head_loss,
-    find_backbone,
-    register_model,
-    set_base_trainable,
-    validate_hyperparameters,
+    find_architecture,
+    get_architecture,
+    register_architecture,
+    registered,
 )
+from cnnpipe.models.finetune import find_backbone, set_base_trainable
+from cnnpipe.models.skeleton import build_model
+from cnnpipe.models.walk import ShapeWalk
 
 EXPECTED = {
     "simple_cnn",
@@ -28,7 +32,6 @@ EXPECTED = {
     "bn_gap_cnn",
     "residual_cnn",
     "inception_attention",
-    "augmented_cnn",
     "mobilenet_transfer",
 }
 
@@ -42,8 +45,9 @@ FULL_AUGMENTATION = {
     "contrast": 0.3,
     "translation": 0.1,
     "brightness": 0.2,
-    "seed": 1,
 }
+# MobileNetV2's split: the nested model that fine-tuning freezes and unfreezes.
+SPLIT = get_architecture("mobilenet_transfer").fine_tune
 
 
 def tiny(name: str, input_shape=(32, 32, 3), num_classes: int = 10, **overrides):
@@ -62,6 +66,20 @@ def all_layers(model):
             yield from all_layers(layer)
 
 
+def backbone(model):
+    return find_backbone(model, SPLIT.backbone)
+
+
+def walked(name, input_shape, num_classes=10, **hyperparameters) -> ShapeWalk:
+    """The registration's memory walk of the network ``build_model`` builds (no TensorFlow)."""
+    architecture = get_architecture(name)
+    settings = architecture.settings(hyperparameters)
+    walk = ShapeWalk(*architecture.input_needs.model_shape(settings, input_shape))
+    architecture.walk(walk, settings)
+    walk.head(num_classes)
+    return walk
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras():
     keras.backend.clear_session()
@@ -69,54 +87,36 @@ def _fresh_keras():
     yield
 
 
-def registry_builder(name):
-    from cnnpipe.models.registry import _builder
-
-    return _builder(name)
-
-
 def test_registry_lists_all_architectures():
     names = available_models()
     assert EXPECTED <= set(names)
-    assert set(TINY) == set(names), "add tiny hyperparameters for every new architecture"
+    assert set(TINY) == set(names)
+    for name in names:
+        architecture = get_architecture(name)
+        assert architecture.name == name and find_architecture(name) is architecture
+        assert architecture.description, name
+        architecture.settings(architecture.tiny)  # every tiny configuration is valid
+    # The food classifier is a bn_gap_cnn variant with augmentation now, not an architecture.
+    assert find_architecture("augmented_cnn") is None
 
 
 @pytest.mark.parametrize("name", available_models())
-def test_each_builder_takes_exactly_its_schema_and_shares_its_defaults(name):
-    """params.yaml is checked against the schemas (no TensorFlow); the builders must take
-    the same keys, and their keyword defaults (for direct library use) must not drift."""
-    import inspect
-
-    from cnnpipe.params.architectures import architecture_names, schema_for
-
-    assert name in architecture_names()
-    schema = schema_for(name)
-    fields = {
-        key: field.default for key, field in schema.model_fields.items()
-        if key not in schema.training_keys()
-    }
-    builder = inspect.signature(registry_builder(name)).parameters
-    keywords = {
-        key: p.default for key, p in builder.items()
-        if p.kind is p.KEYWORD_ONLY and key != "preprocessing"
-    }
-    assert set(keywords) == set(fields)
-    for key, default in fields.items():
-        if key == "augmentation" and default is not None:
-            # augmented_cnn's builder turns None into its own default augmentation.
-            from cnnpipe.models.architectures import DEFAULT_AUGMENTATION
-
-            assert keywords[key] is None
-            assert {k: v for k, v in default.model_dump().items() if v} == DEFAULT_AUGMENTATION
-            continue
-        assert keywords[key] == default, key
+def test_each_registration_builds_its_schema_defaults_and_walks_the_same_layers(name):
+    """params.yaml is checked against the schemas and the memory estimate walks the layers
+    on paper (no TensorFlow): with every default and with the tiny configuration, at a
+    non-square size, the walk counts exactly the parameters of the model the trunk builds."""
+    shape = (18, 22, 1)  # small enough for overfit_cnn's 512-wide defaults to build quickly
+    for hyperparameters in ({}, TINY[name]):
+        keras.backend.clear_session()
+        model = build_model(name, shape, 10, **hyperparameters)
+        assert model.count_params() == walked(name, shape, **hyperparameters).params, (
+            name, hyperparameters)
 
 
 @pytest.mark.parametrize("name", available_models())
 @pytest.mark.parametrize("input_shape", [(32, 32, 1), (32, 32, 3)], ids=["gray", "rgb"])
 @pytest.mark.parametrize("num_classes", [2, 10])
 def test_build_forward_save_load(name, input_shape, num_classes, tmp_path):
-    validate_hyperparameters(name, TINY[name])
     model = tiny(name, input_shape, num_classes)
     assert isinstance(model, keras.Model)
     assert model.name == name
@@ -155,7 +155,7 @@ def test_layers_are_named(name):
 
 @pytest.mark.parametrize("name", available_models())
 def test_augmentation_only_acts_in_training(name):
-    model = tiny(name, augmentation=FULL_AUGMENTATION)
+    model = tiny(name, augmentation=FULL_AUGMENTATION, augmentation_seed=1)
     augment = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
     assert augment == [
         "augment_flip", "augment_rotation", "augment_zoom",
@@ -173,17 +173,38 @@ def test_augmentation_only_acts_in_training(name):
     assert augmented.min() >= 0 and augmented.max() <= 255
 
 
-def test_augmented_cnn_defaults_to_tutorial_augmentation():
-    default = tiny("augmented_cnn")
-    names = {layer.name for layer in default.layers}
-    assert {"augment_flip", "augment_rotation", "augment_zoom", "augment_contrast"} <= names
-    assert "augment_brightness" not in names
-    assert default.get_layer("augment_flip").mode == "horizontal"
+def test_augmentation_is_off_unless_a_layer_is_asked_for():
+    for augmentation in (None, {}, {"rotation": 0, "flip": None}):
+        model = tiny("bn_gap_cnn", augmentation=augmentation, augmentation_seed=3)
+        assert not [layer for layer in model.layers if layer.name.startswith("augment_")]
 
-    plain = tiny("augmented_cnn", augmentation={})
-    assert not [layer for layer in plain.layers if layer.name.startswith("augment_")]
-    zeroed = tiny("augmented_cnn", augmentation={"rotation": 0, "flip": None})
-    assert not [layer for layer in zeroed.layers if layer.name.startswith("augment_")]
+
+def test_the_augmented_cnn_variant_is_bn_gap_cnn_behind_its_own_augmentation():
+    """params.yaml's food classifier: the pet classifier's layers behind in-model random
+    layers, each seeded from the run's seed (offset by its position) so a rerun augments
+    identically."""
+    from pathlib import Path
+
+    from cnnpipe.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    variant = params.models["augmented_cnn"]
+    assert variant.architecture == "bn_gap_cnn"
+    hyperparameters = {**variant.hyperparameters(), **TINY["bn_gap_cnn"]}
+    augmented = build_model("bn_gap_cnn", (32, 32, 1), 10, augmentation_seed=params.seed,
+                            **hyperparameters)
+    names = [layer.name for layer in augmented.layers]
+    assert [n for n in names if n.startswith("augment_")] == ["augment_flip"]
+    assert augmented.get_layer("augment_flip").mode == "horizontal"
+    assert augmented.get_layer("augment_flip").seed == params.seed
+    plain = tiny("bn_gap_cnn", (32, 32, 1))
+    assert [n for n in names if not n.startswith("augment_")] == [
+        layer.name for layer in plain.layers
+    ]
+    assert augmented.count_params() == plain.count_params()
+    seeded = tiny("bn_gap_cnn", augmentation={"flip": "horizontal", "zoom": 0.1},
+                  augmentation_seed=5)
+    assert (seeded.get_layer("augment_flip").seed, seeded.get_layer("augment_zoom").seed) == (5, 7)
 
 
 def test_residual_shortcut_is_identity_when_widths_match():
@@ -220,6 +241,58 @@ def test_mixed_precision_keeps_float32_predictions():
     assert model.output.dtype == "float32"
 
 
+# --- registrations ------------------------------------------------------------------------
+
+
+def test_registration_is_checked_and_a_duplicate_is_refused():
+    with pytest.raises(ValueError, match="`simple_cnn` is registered twice"):
+        register_architecture(get_architecture("simple_cnn"))
+    assert "simple_cnn" in available_models()
+    bn_gap = get_architecture("bn_gap_cnn")
+    parts = {"schema": bn_gap.schema, "trunk": bn_gap.trunk, "walk": bn_gap.walk, "tiny": {},
+             "description": "a copy"}
+    with pytest.raises(ValueError, match="lower-case identifiers"):
+        register_architecture(Architecture(name="BadName", **parts))
+    with pytest.raises(ValueError, match=r"its schema declares architecture \('bn_gap_cnn',\)"):
+        register_architecture(Architecture(name="gap_copy", **parts))
+    assert "gap_copy" not in available_models()
+
+
+def test_a_new_architecture_is_one_registration():
+    """What adding an architecture takes: a schema, a trunk on the shared skeleton, its walk."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from cnnpipe.models.registry import plain_trunk
+    from cnnpipe.models.schema import PositiveInt, Variant
+
+    class OneConv(Variant):
+        architecture: Literal["one_conv"]
+        width: PositiveInt = Field(4, description="the conv's width")
+
+    def layers(x, hp, input_shape):
+        x = keras.layers.Conv2D(hp.width, 3, padding="same", name="conv")(x)
+        return keras.layers.GlobalAveragePooling2D(name="gap")(x)
+
+    def walk(walk, hp):
+        walk.conv(hp.width, 3)
+        walk.global_pool()
+
+    toy = Architecture(name="one_conv", schema=OneConv, trunk=plain_trunk(layers), walk=walk,
+                       tiny={"width": 2}, description="one conv")
+    with registered(toy):
+        assert "one_conv" in available_models()
+        model = build_model("one_conv", (16, 16, 3), 10, width=6)
+        assert [layer.name for layer in model.layers][-3:] == ["conv", "gap", "predictions"]
+        assert model.count_params() == walked("one_conv", (16, 16, 3), width=6).params
+        with pytest.raises(ModelConfigError, match="Received `width=0`"):
+            build_model("one_conv", (16, 16, 3), 10, width=0)
+        with pytest.raises(ModelConfigError, match="no backbone to load weights into"):
+            build_model("one_conv", (16, 16, 3), 10, backbone_weights="imagenet")
+    assert "one_conv" not in available_models()
+
+
 # --- refusals ---------------------------------------------------------------------------
 
 
@@ -229,28 +302,24 @@ def test_unknown_architecture_lists_known_ones():
     message = str(info.value)
     assert message.startswith("Unknown architecture `resnet9000`. Known: ")
     assert ", ".join(available_models()) in message
-    with pytest.raises(ModelConfigError, match="Unknown architecture"):
-        validate_hyperparameters("resnet9000", {})
+    with pytest.raises(ModelConfigError, match="Unknown architecture `augmented_cnn`"):
+        get_architecture("augmented_cnn")
+    assert find_architecture("resnet9000") is None and find_architecture(None) is None
 
 
 def test_unknown_hyperparameter_is_named():
     with pytest.raises(ModelConfigError) as info:
-        validate_hyperparameters("simple_cnn", {"filters": (8,), "foo": 1})
-    assert str(info.value) == (
-        "Architecture `simple_cnn` does not take hyperparameter `foo`; it takes: "
-        "augmentation, dense_units, filters, kernel_size, preprocessing"
-    )
-    with pytest.raises(ModelConfigError, match="hyperparameter `num_classes`"):
-        validate_hyperparameters("simple_cnn", {"num_classes": 3})
-    with pytest.raises(ModelConfigError, match="hyperparameters `a`, `b`"):
-        validate_hyperparameters("bn_gap_cnn", {"b": 1, "a": 2})
-    validate_hyperparameters("simple_cnn", {})
-
-
-def test_duplicate_registration_is_refused():
-    with pytest.raises(ValueError, match="already registered"):
-        register_model("simple_cnn")(lambda input_shape, num_classes: None)
-    assert "simple_cnn" in available_models()
+        build_model("simple_cnn", (32, 32, 3), 10, filters=(8,), foo=1)
+    assert str(info.value) == "`foo`: Extra inputs are not permitted. Received `foo=1`"
+    settings = get_architecture("simple_cnn").settings
+    with pytest.raises(ModelConfigError, match="`num_classes`: Extra inputs are not permitted"):
+        settings({"num_classes": 3})
+    with pytest.raises(ModelConfigError, match="`b`: Extra inputs are not permitted"):
+        get_architecture("bn_gap_cnn").settings({"b": 1, "a": 2})
+    # The seed is the run's (build_model's augmentation_seed), not an augmentation setting.
+    with pytest.raises(ModelConfigError, match="`augmentation.seed`: Extra inputs"):
+        settings({"augmentation": {"seed": 1}})
+    assert settings({}).filters == (32, 64, 64)
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -265,7 +334,8 @@ def test_duplicate_registration_is_refused():
         ({"preprocessing": {"normalization": "standardize", "mean": [1.0], "std": [2.0]}},
          r"`preprocessing.mean` must hold 3 finite numbers"),
         ({"preprocessing": {"channels": 2}}, "Received `channels=2`"),
-        ({"augmentation": {"shear": 0.1}}, "Unknown augmentation key `shear`"),
+        ({"augmentation": {"shear": 0.1}}, "`augmentation.shear`: Extra inputs are not permitted"),
+        ({"augmentation": "flip"}, "Received `augmentation='flip'`"),
         ({"augmentation": {"rotation": -0.1}}, r"Received `augmentation.rotation=-0.1`"),
         ({"augmentation": {"flip": "diagonal"}}, "Received `augmentation.flip='diagonal'`"),
     ],
@@ -279,9 +349,13 @@ def test_common_argument_errors(name, override, received):
 @pytest.mark.parametrize(
     ("name", "hyperparameters", "received"),
     [
-        ("simple_cnn", {"filters": (8, -4)}, r"Received `filters=\(8, -4\)`"),
+        ("simple_cnn", {"filters": (8, -4)}, r"^`filters.1`: Input should be greater than 0. "
+         r"Received `filters.1=-4`$"),
         ("simple_cnn", {"filters": ()}, r"Received `filters=\(\)`"),
-        ("overfit_cnn", {"dense_units": 0}, "Received `dense_units=0`"),
+        ("simple_cnn", {"filters": "wide"}, r"Received `filters='wide'`"),
+        ("overfit_cnn", {"dense_units": 0}, "^`dense_units`: Input should be greater than 0. "
+         "Received `dense_units=0`$"),
+        ("overfit_cnn", {"kernel_size": 2.0}, "Received `kernel_size=2.0`"),
         ("regularized_cnn", {"conv_dropout": 1.5}, "Received `conv_dropout=1.5`"),
         ("bn_gap_cnn", {"dropout": 1.0}, "Received `dropout=1.0`"),
         ("residual_cnn", {"stem_kernel": True}, "Received `stem_kernel=True`"),
@@ -290,13 +364,20 @@ def test_common_argument_errors(name, override, received):
         ("inception_attention", {"attention_ratio": 0}, "Received `attention_ratio=0`"),
         ("mobilenet_transfer", {"image_size": 16}, "Received `image_size=16`"),
         ("mobilenet_transfer", {"alpha": -1}, "Received `alpha=-1`"),
-        ("mobilenet_transfer", {"weights": "imagnet"}, "Received `weights='imagnet'`"),
-        ("mobilenet_transfer", {"weights": "imagenet", "alpha": 0.3}, "Received `alpha=0.3`"),
+        ("mobilenet_transfer", {"weights": "imagnet"}, "^`weights`: must be none, imagenet, "
+         "pretrain or the path of a .weights.h5 file. Received `weights='imagnet'`$"),
+        ("mobilenet_transfer", {"weights": "imagenet", "alpha": 0.3},
+         r"^`mobilenet_transfer`: alpha 0.3 has no ImageNet weights; use one of 0.35, 0.5"),
+        ("mobilenet_transfer", {"fine_tune_layers": -1}, "Received `fine_tune_layers=-1`"),
     ],
 )
 def test_builder_specific_errors(name, hyperparameters, received):
-    with pytest.raises(ModelConfigError, match=received):
+    """Validated once, by the schema, in one line naming the key."""
+    with pytest.raises(ModelConfigError, match=received) as info:
         build_model(name, (32, 32, 3), 10, **{**TINY[name], **hyperparameters})
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelConfigError, match=received):
+        get_architecture(name).settings({**TINY[name], **hyperparameters})
 
 
 @pytest.mark.parametrize("name", ["residual_cnn", "inception_attention"])
@@ -311,6 +392,28 @@ def test_too_small_input_for_the_pooling_depth():
     with pytest.raises(ModelConfigError, match="too small"):
         build_model("simple_cnn", (6, 6, 1), 10)
     build_model("regularized_cnn", (8, 8, 1), 10, **TINY["regularized_cnn"])
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in available_models() if get_architecture(n).input_needs.side_key is None]
+)
+def test_the_walk_refuses_exactly_the_sizes_the_trunk_refuses(name):
+    """params validation refuses images too small for a variant from the walk alone; the
+    trunk (what training builds) draws the same line."""
+
+    def walks(side):
+        try:
+            walked(name, (side, side + 1, 1), **TINY[name])
+        except ModelConfigError as error:
+            assert "too small" in str(error) and "\n" not in str(error)
+            return False
+        return True
+
+    smallest = next(side for side in range(1, 64) if walks(side))
+    build_model(name, (smallest, smallest + 1, 1), 10, **TINY[name])
+    if smallest > 1:
+        with pytest.raises(ModelConfigError, match="too small"):
+            build_model(name, (smallest - 1, smallest, 1), 10, **TINY[name])
 
 
 def test_mobilenet_refuses_other_channel_counts():
@@ -342,10 +445,11 @@ def test_mobilenet_adapts_its_input_inside_the_model():
     assert "resize" not in {layer.name for layer in rgb.layers}
     assert "gray_to_rgb" not in {layer.name for layer in rgb.layers}
 
-    base = find_backbone(rgb)
+    base = backbone(rgb)
     assert base is rgb.get_layer("mobilenetv2_base")
-    assert base.trainable, "with weights=none the whole network trains from scratch"
-    assert find_backbone(tiny("simple_cnn")) is None
+    assert base.trainable, "without backbone weights the whole network trains from scratch"
+    assert backbone(tiny("simple_cnn")) is None
+    assert get_architecture("simple_cnn").fine_tune is None
 
 
 @pytest.mark.parametrize(
@@ -382,13 +486,13 @@ def test_the_model_converts_channels_and_size_as_preprocessing_says():
 def pretrained_tiny(tmp_path, **overrides):
     path = tmp_path / "backbone.weights.h5"
     if not path.exists():
-        find_backbone(tiny("mobilenet_transfer")).save_weights(path)
-    return tiny("mobilenet_transfer", weights=str(path), **overrides)
+        backbone(tiny("mobilenet_transfer")).save_weights(path)
+    return tiny("mobilenet_transfer", backbone_weights=path, **overrides)
 
 
 def test_pretrained_base_is_frozen_and_keeps_batchnorm_statistics(tmp_path):
     model = pretrained_tiny(tmp_path)
-    base = find_backbone(model)
+    base = backbone(model)
     assert not base.trainable and not base.trainable_weights
     bn = next(layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
     before = [np.array(w) for w in bn.weights]
@@ -410,7 +514,7 @@ def test_imagenet_weights_fail_fast_without_network(monkeypatch, tmp_path):
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path), raising=False)
     with pytest.raises(ModelConfigError) as info:
-        tiny("mobilenet_transfer", weights="imagenet")
+        tiny("mobilenet_transfer", backbone_weights="imagenet")
     assert 1 <= len(lookups) <= 2, lookups
     message = str(info.value)
     assert message.startswith("Could not download ImageNet weights for MobileNetV2 (no network?): ")
@@ -419,14 +523,26 @@ def test_imagenet_weights_fail_fast_without_network(monkeypatch, tmp_path):
     assert socket.getdefaulttimeout() is None  # the download timeout was restored
 
 
+def test_the_weights_setting_is_validated_but_only_backbone_weights_load(monkeypatch, tmp_path):
+    """`weights` is the variant's setting, read by cnnpipe.train.build.init_weights alone:
+    the builder validates it with the schema and never downloads or loads because of it."""
+
+    def no_dns(*args, **kwargs):
+        raise AssertionError("build_model tried to download")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path), raising=False)
+    for weights in ("imagenet", "pretrain", "none"):
+        model = tiny("mobilenet_transfer", weights=weights)
+        assert backbone(model).trainable, weights  # random weights, trained from scratch
+
+
 def test_imagenet_weights_load_offline_from_the_keras_cache(monkeypatch, tmp_path):
     """An air-gapped team copies Keras' MobileNetV2 file into $KERAS_HOME/models/; nothing is
     downloaded. The file here is generated (random weights, the real name and shapes), and
     the built backbone must hold exactly its weights."""
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
-
-    from cnnpipe.models import find_backbone
 
     def no_dns(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -443,50 +559,57 @@ def test_imagenet_weights_load_offline_from_the_keras_cache(monkeypatch, tmp_pat
     with h5py.File(cached, "w") as handle:  # the legacy layout Keras publishes its files in
         legacy_h5_format.save_weights_to_hdf5_group(handle, published)
 
-    model = tiny("mobilenet_transfer", weights="imagenet")
-    backbone = find_backbone(model)
-    assert len(backbone.weights) == len(published.weights)
-    for loaded, expected in zip(backbone.weights, published.weights, strict=True):
+    model = tiny("mobilenet_transfer", backbone_weights="imagenet")
+    base = backbone(model)
+    assert not base.trainable
+    assert len(base.weights) == len(published.weights)
+    for loaded, expected in zip(base.weights, published.weights, strict=True):
         np.testing.assert_array_equal(np.array(loaded), np.array(expected))
 
 
 def test_weights_file_round_trip(tmp_path):
-    source = find_backbone(tiny("mobilenet_transfer"))
+    source = backbone(tiny("mobilenet_transfer"))
     path = tmp_path / "b.weights.h5"
     source.save_weights(path)
 
     keras.utils.set_random_seed(1)  # a different random init, so equality means loaded
     for weights in (str(path), path):
-        loaded = find_backbone(tiny("mobilenet_transfer", weights=weights))
+        loaded = backbone(tiny("mobilenet_transfer", backbone_weights=weights))
         for expected, actual in zip(source.get_weights(), loaded.get_weights(), strict=True):
             np.testing.assert_array_equal(actual, expected)
 
 
 def test_weights_file_errors(tmp_path):
-    with pytest.raises(ModelConfigError, match="does not exist"):
-        tiny("mobilenet_transfer", weights=str(tmp_path / "missing.weights.h5"))
+    missing = tmp_path / "missing.weights.h5"
+    with pytest.raises(ModelConfigError,
+                       match="`weights`: names a weights file that does not exist"):
+        tiny("mobilenet_transfer", weights=str(missing))
+    with pytest.raises(ModelConfigError, match="Could not load MobileNetV2 weights"):
+        tiny("mobilenet_transfer", backbone_weights=missing)
 
     path = tmp_path / "narrow.weights.h5"
-    find_backbone(tiny("mobilenet_transfer")).save_weights(path)
+    backbone(tiny("mobilenet_transfer")).save_weights(path)
     with pytest.raises(ModelConfigError, match=r"Could not load MobileNetV2 weights .*alpha=0.5"):
-        tiny("mobilenet_transfer", alpha=0.5, weights=str(path))
+        tiny("mobilenet_transfer", alpha=0.5, backbone_weights=path)
 
     junk = tmp_path / "junk.weights.h5"
     junk.write_text("not hdf5")
     with pytest.raises(ModelConfigError, match="Could not load MobileNetV2 weights"):
-        tiny("mobilenet_transfer", weights=str(junk))
+        tiny("mobilenet_transfer", backbone_weights=junk)
+    with pytest.raises(ModelConfigError, match="`simple_cnn` has no backbone to load weights into"):
+        tiny("simple_cnn", backbone_weights=path)
 
 
 def test_set_base_trainable_unfreezes_the_top_layers(tmp_path):
     model = pretrained_tiny(tmp_path)
-    base = find_backbone(model)
+    base = backbone(model)
     head_weights = len(model.trainable_weights)
     weighted = [layer for layer in base.layers if layer.weights]
     batch_norms = [layer for layer in weighted if isinstance(layer, keras.layers.BatchNormalization)]
     others = [layer for layer in weighted if layer not in batch_norms]
     assert batch_norms and len(others) > 5
 
-    set_base_trainable(model, 5)
+    set_base_trainable(model, 5, SPLIT)
     assert base.trainable
     assert [layer for layer in others if layer.trainable] == others[-5:]
     assert not any(layer.trainable for layer in batch_norms)
@@ -494,25 +617,29 @@ def test_set_base_trainable_unfreezes_the_top_layers(tmp_path):
         len(layer.trainable_weights) for layer in others[-5:]
     )
 
-    set_base_trainable(model, 10_000)  # more than there are: all non-BN layers
+    set_base_trainable(model, 10_000, SPLIT)  # more than there are: all non-BN layers
     assert all(layer.trainable for layer in others)
     assert not any(layer.trainable for layer in batch_norms)
 
-    set_base_trainable(model, 0)
+    set_base_trainable(model, 0, SPLIT)
     assert not base.trainable and len(model.trainable_weights) == head_weights
 
     # The frozen state survives saving, so a reloaded model fine-tunes the same way.
     model.save(tmp_path / "m.keras")
-    assert not find_backbone(keras.models.load_model(tmp_path / "m.keras")).trainable_weights
+    assert not backbone(keras.models.load_model(tmp_path / "m.keras")).trainable_weights
 
 
 def test_set_base_trainable_refusals():
     plain = tiny("simple_cnn")
-    set_base_trainable(plain, 0)  # nothing to freeze
-    with pytest.raises(ModelConfigError, match="no pretrained `mobilenetv2_base`"):
-        set_base_trainable(plain, 3)
-    with pytest.raises(ModelConfigError, match="Received `trainable_top_layers=-1`"):
-        set_base_trainable(tiny("mobilenet_transfer"), -1)
+    set_base_trainable(plain, 0, None)  # nothing to freeze
+    set_base_trainable(plain, 0, SPLIT)
+    for split in (None, SPLIT):
+        with pytest.raises(ModelConfigError, match=r"^Model `simple_cnn` has no pretrained "
+                           r"backbone to fine-tune. Received `trainable_top_layers=3`$"):
+            set_base_trainable(plain, 3, split)
+    # A backbone without the split that names it: nothing is unfrozen by accident.
+    with pytest.raises(ModelConfigError, match="no pretrained backbone"):
+        set_base_trainable(tiny("mobilenet_transfer"), 3, None)
 
 
 @pytest.mark.parametrize("name", available_models())
@@ -523,7 +650,7 @@ def test_batchnorm_statistics_settle_within_a_small_data_set(name, tmp_path):
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert all(layer.momentum == 0.9 for layer in norms)
     if name == "mobilenet_transfer":
-        pretrained = find_backbone(pretrained_tiny(tmp_path))
+        pretrained = backbone(pretrained_tiny(tmp_path))
         assert all(
             layer.momentum == 0.999
             for layer in pretrained.layers if isinstance(layer, keras.layers.BatchNormalization)
@@ -531,24 +658,22 @@ def test_batchnorm_statistics_settle_within_a_small_data_set(name, tmp_path):
 
 
 def test_the_params_memory_estimate_walks_the_layers_the_builders_build():
-    """cnnpipe.params.memory walks each architecture on paper, without TensorFlow; the same
-    parameter count as the built model shows that walk follows the builders' layers."""
+    """cnnpipe.params.memory estimates each params.yaml variant from its registration's walk,
+    without TensorFlow; its weights term (4 float32 copies of every parameter) matching the
+    built model shows that walk follows the trunk's layers."""
     from pathlib import Path
 
     from cnnpipe.params import load_params
-    from cnnpipe.params.memory import _Walk, _trunk
+    from cnnpipe.params.memory import COPIES_PER_WEIGHT, FLOAT_BYTES, training_memory
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     shape = (36, 44, 3)  # not square, not the default: a wrong size formula shows
     for name, variant in params.models.items():
-        hp = variant.hyperparameters()
-        if "weights" in hp:
-            hp["weights"] = "none"  # the same network; pretraining is the train stage's
-        if hp.get("augmentation"):
-            hp["augmentation"] = {"seed": 0, **hp["augmentation"]}
-        model = build_model(variant.architecture, shape, 10, **hp)
-        side = hp.get("image_size")
-        walk = _Walk(*((side, side, 3) if side else shape))
-        _trunk(walk, variant.architecture, hp)
-        walk.head(10)
-        assert walk.params == model.count_params(), name
+        keras.backend.clear_session()
+        # No backbone_weights: the same network, pretraining is the train stage's.
+        model = build_model(variant.architecture, shape, 10, augmentation_seed=params.seed,
+                            **variant.hyperparameters())
+        estimate = training_memory(variant, shape, shape, 32, 10)
+        assert estimate.weights == model.count_params() * FLOAT_BYTES * COPIES_PER_WEIGHT, name
+        side = getattr(variant, "image_size", None)
+        assert estimate.model_shape == ((side, side, 3) if side else shape), name

@@ -52,7 +52,13 @@ def test_committed_params_load():
          "equal to 8; got 4"),
         ("seed", -3, "seed: input should be greater than or equal to 0; got -3"),
         ("colour", "red", "unknown key `colour`"),
-        ("models.simple_cnn.architecture", "resnet9000", "must be one of: augmented_cnn"),
+        ("models.simple_cnn.architecture", "resnet9000", "must be one of: bn_gap_cnn, "
+         "inception_attention"),
+        ("models.augmented_cnn.architecture", "augmented_cnn", "models.augmented_cnn.architecture: "
+         "augmented_cnn is now bn_gap_cnn with an `augmentation:` entry (the same layers); set "
+         "architecture: bn_gap_cnn and keep the variant's augmentation"),
+        ("models.augmented_cnn.augmentation", {"seed": 1}, "unknown key "
+         "`models.augmented_cnn.augmentation.seed` in params.yaml"),
         ("models.simple_cnn.filterz", [8, 8, 8], "`models.simple_cnn.filterz` in params.yaml "
          "(did you mean `filters`?)"),
         ("models.simple_cnn.epochs", 0, "models.simple_cnn.epochs: input should be greater than 0"),
@@ -119,7 +125,7 @@ def test_numbers_are_read_as_dvc_reads_them(tmp_path):
 
 def test_every_default_is_filled_in_the_resolved_settings():
     from cnnpipe.params import resolved_configs
-    from cnnpipe.params.architectures import SimpleCnn
+    from cnnpipe.models.zoo.simple_cnn import SimpleCnn
 
     raw = with_change("models.simple_cnn", {"architecture": "simple_cnn"})
     configs = resolved_configs(parse_params(raw))
@@ -131,6 +137,47 @@ def test_every_default_is_filled_in_the_resolved_settings():
     for key in ("shuffle_buffer_mb", "min_steps_per_epoch", "min_images_seen", "class_weight"):
         assert simple["train"][key] == DEFAULTS["train"][key], key
     assert configs["resolved/prepare.json"]["data"]["images"]["max_pixels"] == 50_000_000
+
+
+def test_transfer_pairs_are_decided_from_the_weights_setting_at_the_params_stage():
+    from cnnpipe.params import resolved_configs
+    from cnnpipe.params.resolve import transfer_pairs
+
+    params = parse_params(DEFAULTS)
+    assert transfer_pairs(params) == [
+        {"pretrained": "mobilenet_transfer", "scratch": "mobilenet_scratch", "source": "rotation"},
+    ]
+    compare = resolved_configs(params)["resolved/compare.json"]
+    assert compare["transfer_pairs"] == transfer_pairs(params)
+    # What compare needs of each variant, and nothing that would re-run it for nothing.
+    assert compare["variants"] == {
+        name: {"architecture": variant.architecture} for name, variant in params.models.items()
+    }
+    assert compare["variants"]["augmented_cnn"] == {"architecture": "bn_gap_cnn"}
+
+    raw = with_changes({"models.mobilenet_transfer.weights": "imagenet"})
+    raw["models"]["mobilenet_tiny"] = {**raw["models"]["mobilenet_scratch"], "alpha": 0.5}
+    assert transfer_pairs(parse_params(raw)) == [
+        {"pretrained": "mobilenet_transfer", "scratch": "mobilenet_scratch", "source": "imagenet"},
+        {"pretrained": "mobilenet_transfer", "scratch": "mobilenet_tiny", "source": "imagenet"},
+    ]
+    # Without a from-scratch twin there is nothing to compare against.
+    raw = copy.deepcopy(DEFAULTS)
+    del raw["models"]["mobilenet_scratch"]
+    assert transfer_pairs(parse_params(raw)) == []
+
+
+def test_a_weights_file_pairs_as_a_weights_file(tmp_path):
+    from cnnpipe.params.resolve import transfer_pairs
+
+    weights = tmp_path / "base.weights.h5"
+    weights.write_bytes(b"")
+    params = parse_params(with_change("models.mobilenet_transfer.weights", str(weights)))
+    assert [pair["source"] for pair in transfer_pairs(params)] == ["weights file"]
+    with pytest.raises(ConfigError, match="models.mobilenet_transfer.weights: names a weights "
+                       "file that does not exist"):
+        parse_params(with_change("models.mobilenet_transfer.weights",
+                                 str(tmp_path / "no.weights.h5")))
 
 
 def test_the_removed_shuffle_buffer_key_points_to_its_replacement():
@@ -334,6 +381,36 @@ def test_sizes_and_memory_beyond_bounds_are_refused_in_one_line(changes, message
     assert "\n" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"preprocess.image_size": 8}, "models.simple_cnn: the images are too small for this "
+         "architecture: the feature map before a 2x2 pool is 1x1, smaller than its 2x2 window; "
+         "use larger images (preprocess.image_size) or fewer blocks"),
+        ({"preprocess.image_size": 16}, "models.simple_cnn: the images are too small for this "
+         "architecture: the feature map before a 3x3 valid conv is 2x2"),
+        ({"data.source": "image_folder", "data.input": "data/images",
+          "data.images.image_size": [8, 64]}, "models.simple_cnn: the images are too small"),
+        ({"preprocess.image_size": 32, "models.regularized_cnn.filters": [8] * 6},
+         "models.regularized_cnn: the images are too small for this architecture: the feature "
+         "map before a 2x2 pool is 1x1"),
+    ],
+)
+def test_images_too_small_for_a_variant_are_refused_at_load_naming_it(changes, message):
+    """It used to pass every stage and fail only in train@<variant>, after prepare and
+    preprocess had run; the registration's walk refuses it when params load."""
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params(with_changes(changes))
+    assert message in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_images_just_large_enough_for_every_default_variant_load():
+    # simple_cnn's three valid 3x3 convs and two pools need 18 pixels; 32 (MobileNetV2's
+    # resize) and the rest need fewer.
+    assert parse_params(with_changes({"preprocess.image_size": 18})).preprocess.image_size == 18
+
+
 def test_the_memory_limit_defaults_to_this_machine_and_stays_out_of_resolved_settings():
     from cnnpipe.params import resolved_configs
 
@@ -350,10 +427,10 @@ def test_the_memory_limit_defaults_to_this_machine_and_stays_out_of_resolved_set
 def test_the_memory_estimate_follows_batch_size_and_image_size():
     from cnnpipe.params.memory import training_memory
 
-    hp = parse_params(DEFAULTS).models["simple_cnn"].hyperparameters()
+    settings = parse_params(DEFAULTS).models["simple_cnn"]
 
     def total(side, batch):
-        return training_memory("simple_cnn", hp, (side, side, 3), (side, side, 3), batch, 10).total
+        return training_memory(settings, (side, side, 3), (side, side, 3), batch, 10).total
 
     assert total(224, 128) > total(224, 32) > total(112, 32) > total(28, 32)
     # Activations dominate at size: four times the pixels, about four times the memory.
@@ -361,6 +438,33 @@ def test_the_memory_estimate_follows_batch_size_and_image_size():
     assert 3.5 < growth < 4.5
     # A measured point (FACTS.md): simple_cnn at 224x224, batch 128, peaked at 4.9 GiB.
     assert 0.5 < total(224, 128) / (4.9 * 2**30) < 3
+
+
+def test_the_memory_estimate_follows_the_architecture_input_needs_and_augmentation():
+    """MobileNetV2 works at its own image_size whatever the preprocessing; each random layer
+    of the augmentation is one more stored tensor."""
+    from cnnpipe.models import get_architecture
+    from cnnpipe.params.memory import training_memory
+
+    params = parse_params(DEFAULTS)
+    mobilenet = params.models["mobilenet_transfer"]
+    small = training_memory(mobilenet, (28, 28, 1), (28, 28, 1), 32, 10)
+    large = training_memory(mobilenet, (28, 28, 1), (224, 224, 3), 32, 10)
+    assert small.model_shape == large.model_shape == (32, 32, 3)
+    assert small.weights == large.weights
+    wide = training_memory(get_architecture("mobilenet_transfer").settings({"image_size": 96}),
+                           (28, 28, 1), (28, 28, 1), 32, 10)
+    assert wide.model_shape == (96, 96, 3) and wide.activations > 5 * small.activations
+
+    gap = get_architecture("bn_gap_cnn")
+    hp = params.models["augmented_cnn"].hyperparameters()
+    augmented = gap.settings(hp)
+    plain = gap.settings({**hp, "augmentation": None})
+    with_aug = training_memory(augmented, (28, 28, 1), (28, 28, 1), 32, 10)
+    without = training_memory(plain, (28, 28, 1), (28, 28, 1), 32, 10)
+    assert with_aug.weights == without.weights
+    # One flip layer: one more 28x28x1 float32 tensor per image.
+    assert with_aug.activations - without.activations == 28 * 28 * 32 * 4
 
 
 def test_bad_params_are_refused_by_the_stage_without_tensorflow_and_nothing_deleted(tmp_path):

@@ -3,6 +3,7 @@ import pytest
 
 from cnnpipe.core.errors import DataError, TrainingError
 from cnnpipe.core.shards import ShardSet, write_arrays
+from cnnpipe.train.build import training_batches
 from cnnpipe.train.pretraining import rotation_dataset, rotation_turns
 from cnnpipe.train.training import (
     balanced_class_weight,
@@ -23,14 +24,15 @@ def test_rotation_labels_match_the_rotation_and_stay_with_their_image(tmp_path):
     split = shards(tmp_path, images, np.zeros(40, int))
     turns = rotation_turns(40, seed=3)
     assert set(turns.tolist()) == {0, 1, 2, 3}
-    batches = list(rotation_dataset(split, 7, seed=3, shuffle=False, shuffle_buffer_mb=1))
+    batches = list(rotation_dataset(split.dataset(7, with_index=True), split, seed=3))
     rotated = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_array_equal(labels, turns)
     for original, result, k in zip(images, rotated, turns, strict=True):
         np.testing.assert_array_equal(np.rot90(original, k, axes=(0, 1)), result)
     # Shuffled, each image still carries its own turn.
-    shuffled = list(rotation_dataset(split, 8, seed=3, shuffle=True, shuffle_buffer_mb=1))
+    stream = training_batches(split, 8, 3, shuffle_buffer_mb=1, with_index=True)
+    shuffled = list(rotation_dataset(stream, split, seed=3))
     for images_batch, turns_batch in shuffled:
         for image, k in zip(images_batch.numpy(), turns_batch.numpy(), strict=True):
             match = [i for i, original in enumerate(images) if np.array_equal(
@@ -41,7 +43,7 @@ def test_rotation_labels_match_the_rotation_and_stay_with_their_image(tmp_path):
 def test_rotation_refuses_non_square_images(tmp_path):
     split = shards(tmp_path, np.zeros((2, 4, 6, 1)), [0, 1])
     with pytest.raises(DataError, match="square"):
-        rotation_dataset(split, 2, seed=0, shuffle=False, shuffle_buffer_mb=1)
+        rotation_dataset(split.dataset(2, with_index=True), split, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,7 @@ def settings(**values):
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
-    from cnnpipe.models import build_model
+    from cnnpipe.models.skeleton import build_model
 
     seed_everything(0)
     x = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
@@ -113,7 +115,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
 
 
 def test_tiny_training_learns_and_reports(tmp_path):
-    from cnnpipe.models import build_model
+    from cnnpipe.models.skeleton import build_model
 
     seed_everything(0)
     rng = np.random.default_rng(0)
@@ -133,8 +135,8 @@ def test_tiny_training_learns_and_reports(tmp_path):
 
 
 def test_flops_estimate_matches_a_hand_count():
-    from cnnpipe.models import build_model
-    from cnnpipe.train.training import estimate_flops
+    from cnnpipe.models.skeleton import build_model
+    from cnnpipe.train.saving import estimate_flops
 
     model = build_model("simple_cnn", (28, 28, 1), 10, filters=(4, 8, 8), dense_units=16)
     conv1 = 26 * 26 * 4 * 9 * 1
@@ -144,6 +146,51 @@ def test_flops_estimate_matches_a_hand_count():
     assert estimate_flops(model) == 2 * (conv1 + conv2 + conv3 + dense)
 
 
+def test_parameter_counts_separate_what_trains():
+    from cnnpipe.models.skeleton import build_model
+    from cnnpipe.train.saving import count_parameters
+
+    # RGB files for a grayscale model: the frozen luma layer's 3 weights never train.
+    model = build_model("simple_cnn", (28, 28, 3), 10, preprocessing={"channels": 1},
+                        filters=(4, 8, 8), dense_units=16)
+    total, trainable = count_parameters(model)
+    assert total == model.count_params() and trainable == total - 3
+
+
+def test_init_weights_is_the_one_reader_of_the_weights_setting(tmp_path):
+    """none: random; imagenet: Keras' download; a file: loaded; pretrain: the source task
+    first, unless the caller (the learning-rate sweep) skips it."""
+    from cnnpipe.train.build import init_weights
+
+    def config(weights=None):
+        hyperparameters = {} if weights is None else {"weights": weights}
+        return {"architecture": "mobilenet_transfer", "seed": 0,
+                "hyperparameters": hyperparameters}
+
+    def decided(weights, **kwargs):
+        # Data and settings are read by the pretrain path alone.
+        return init_weights(config(weights), None, None, tmp_path, **kwargs)
+
+    file = str(tmp_path / "base.weights.h5")
+    assert decided(None) == (None, {})  # an architecture without the setting
+    assert decided("none") == (None, {})
+    assert decided("imagenet") == ("imagenet", {})
+    assert decided(file) == (tmp_path / "base.weights.h5", {})
+    assert decided("pretrain", pretrain=False) == (None, {})
+
+
+def test_build_network_seeds_the_augmentation_with_the_run_seed():
+    from cnnpipe.train.build import build_network
+
+    config = {"architecture": "bn_gap_cnn", "seed": 11, "hyperparameters": {
+        "filters": [4, 8], "dense_units": 8, "augmentation": {"flip": "horizontal", "zoom": 0.1},
+    }}
+    model = build_network(config, [28, 28, 1], 3, {"normalization": "symmetric"})
+    assert model.name == "bn_gap_cnn" and model.output_shape == (None, 3)
+    assert (model.get_layer("augment_flip").seed, model.get_layer("augment_zoom").seed) == (11, 13)
+    assert model.get_layer("normalize").offset == -1.0
+
+
 def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     """Evaluate and predict load model.keras: it must be the trained model, and saving the
     same weights twice must give the same bytes (else DVC re-runs evaluate for nothing)."""
@@ -151,8 +198,8 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
 
     import keras
 
-    from cnnpipe.models import build_model
-    from cnnpipe.train.training import save_model_files
+    from cnnpipe.models.skeleton import build_model
+    from cnnpipe.train.saving import save_model_files
 
     seed_everything(0)
     rng = np.random.default_rng(0)
@@ -161,7 +208,7 @@ def test_the_saved_model_predicts_what_the_trained_model_did(tmp_path):
     split = shards(tmp_path, x, y)
     model = build_model(
         "mobilenet_transfer", (28, 28, 1), 3, alpha=0.35, image_size=32, dense_units=8,
-        augmentation={"flip": "horizontal", "seed": 0},
+        augmentation={"flip": "horizontal"}, augmentation_seed=0,
         preprocessing={"normalization": "standardize", "mean": [127.0], "std": [70.0]},
     )
     train_model(model, split.dataset(16, shuffle=True), split.dataset(16), 3,
@@ -181,7 +228,7 @@ def test_balanced_class_weight_raises_balanced_accuracy_on_imbalanced_digits(tmp
     from sklearn.datasets import load_digits
     from sklearn.metrics import balanced_accuracy_score
 
-    from cnnpipe.models import build_model
+    from cnnpipe.models.skeleton import build_model
 
     digits = load_digits()
     x = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
@@ -232,7 +279,7 @@ def _rates(model, steps: int) -> list[float]:
     ],
 )
 def test_schedules_span_the_whole_phase(recipe, check):
-    from cnnpipe.models import build_model
+    from cnnpipe.models.skeleton import build_model
     from cnnpipe.train.training import compile_model
 
     model = build_model("simple_cnn", (8, 8, 1), 3, filters=(4,), dense_units=4)
@@ -256,8 +303,8 @@ def test_recipes_train_on_real_digits_and_save_without_custom_objects(
     import keras
     from sklearn.datasets import load_digits
 
-    from cnnpipe.models import build_model
-    from cnnpipe.train.training import save_model_files
+    from cnnpipe.models.skeleton import build_model
+    from cnnpipe.train.saving import save_model_files
 
     digits = load_digits()
     x = np.round(digits.images[:400] * 255 / 16).astype(np.uint8)[..., None]
