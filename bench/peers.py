@@ -14,8 +14,9 @@ process-wide and cannot be switched off again), interleaved stage / plain / stag
   and thread settings.
 
 One epoch over the images the variant's stage trains on (all 54,000, or the MobileNet pair's
-10,000-image ``train_images`` subset, picked as the stage picks it), or ``--images`` of them
-(class-proportional, as ``train_images`` picks):
+10,000-image ``train_images`` subset, picked as the stage picks it), or a data set of
+``--images`` images (class-proportional, as ``train_images`` picks, written to shards of their
+own: the stage's reader then streams that many records, as it would for a folder that size):
 fewer make a quicker run, but each epoch's fixed costs (the shuffle buffer filling before the
 first step, validation, epoch-end callbacks) then weigh more than in the stage. The epoch runs
 after two warm-up batches (tracing) and is timed from the
@@ -37,9 +38,12 @@ Numbers swing +-40% between runs on shared 2-core machines: compare within one r
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
+import tempfile
 import subprocess
 import sys
 import time
@@ -55,15 +59,19 @@ def _setup(variant: str, images: int):
     from cnnpipe.core import layout
     from cnnpipe.params import load_params
     from cnnpipe.params.resolve import train_config
-    from cnnpipe.train.build import TrainingData, build_variant
+    from cnnpipe.train.build import TrainingData, build_variant, smaller_data
 
     config = train_config(load_params(layout.PARAMS), variant)
-    if images > 0:
-        config["train"]["train_images"] = images
+    data = TrainingData.open()
+    if images > 0:  # a data set of that many images, as a user with that many has
+        scratch = tempfile.mkdtemp(prefix="peers-")
+        atexit.register(shutil.rmtree, scratch, True)
+        data = smaller_data(data, images, config["seed"], Path(scratch))
+        config["train"]["train_images"] = 0
     # One epoch, no pretraining or fine-tuning phase: the comparison is of one fit call.
     config["train"].update(epochs=1, fine_tune_epochs=0, min_images_seen=0)
     # Random weights: the timed fit costs the same, and no source task runs first.
-    return build_variant(config, TrainingData.open(), pretrain=False, variant=variant)
+    return build_variant(config, data, pretrain=False, variant=variant)
 
 
 def _epoch_timer():

@@ -54,6 +54,17 @@ class TrainingData:
         return tuple(self.train.image_shape)
 
 
+def smaller_data(data: TrainingData, images: int, seed: int, directory: Path) -> TrainingData:
+    """``data`` with a training split of ``images`` records, drawn as ``train_images`` draws
+    them and written to shards of their own under ``directory``: a data set of that size, as
+    a user with that many images has (benches time the stage at such sizes)."""
+    from cnnpipe.core.shards import write_arrays
+
+    picked = labelled_subset(data.train.labels, images, seed)
+    train = write_arrays(Path(directory) / "train", data.train.read(picked), data.train.labels[picked])
+    return TrainingData(train=train, val=data.val, card=data.card, preprocessing=data.preprocessing)
+
+
 @dataclass
 class TrainingPlan:
     """A built variant, ready for :func:`train_variant`."""
