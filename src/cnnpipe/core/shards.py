@@ -319,9 +319,12 @@ class ShardSet:
         shuffle_buffer_mb: int = 256,
         subset=None,
         with_index: bool = False,
+        one_hot: int | None = None,
     ):
         """A ``tf.data.Dataset`` of (uint8 images (B, H, W, C), int32 labels (B,)), and the
-        int64 record indices (B,) as a third element when ``with_index``.
+        int64 record indices (B,) as a third element when ``with_index``. With ``one_hot``
+        (a class count) the labels come as float32 one-hot rows (B, one_hot), converted in
+        the same step that decodes the batch: a separate map would add a stage and a thread.
 
         Shuffling mixes at two levels: the shard order (reshuffled each epoch) and a buffer of
         serialized records sized in bytes, so its memory does not grow with the data set.
@@ -358,7 +361,7 @@ class ShardSet:
         # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
         options = tf.data.Options()
         options.autotune.enabled = False
-        decode = _batch_decoder(tf, self.image_shape, indexed, with_index)
+        decode = _batch_decoder(tf, self.image_shape, indexed, with_index, one_hot)
         return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
 
     def _checked_subset(self, subset) -> np.ndarray | None:
@@ -412,7 +415,8 @@ def _keep_masked_records(tf, records, mask_tensor):
     return records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
 
 
-def _batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool):
+def _batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool,
+                   one_hot: int | None = None):
     """The map function turning a batch of serialized records into (images, labels[, index])."""
 
     def decode(*parts):
@@ -420,6 +424,8 @@ def _batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: b
         raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
         labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
         images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
+        if one_hot is not None:
+            labels = tf.one_hot(labels, one_hot)
         if with_index:
             return images, labels, index
         return images, labels

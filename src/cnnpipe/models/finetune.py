@@ -30,6 +30,10 @@ def set_base_trainable(model, trainable_top_layers: int, split: FineTuneSplit | 
     """
     from keras import layers
 
+    if trainable_top_layers < 0:
+        raise ModelConfigError(
+            f"`trainable_top_layers` must be >= 0. Received `trainable_top_layers={trainable_top_layers}`"
+        )
     base = find_backbone(model, split.backbone) if split is not None else None
     if base is None:
         if trainable_top_layers == 0:

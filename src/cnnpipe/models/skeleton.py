@@ -68,6 +68,11 @@ def build_model(
     from cnnpipe.models.inputs import check_preprocessing, model_input
 
     architecture = get_architecture(name)
+    training = sorted(set(hyperparameters) & architecture.schema.training_keys())
+    if training:
+        raise ModelConfigError(
+            f"`{training[0]}` is a training setting, not a hyperparameter of `{name}`"
+        )
     settings = architecture.settings(hyperparameters)
     input_shape = check_input_shape(input_shape)
     num_classes = check_num_classes(num_classes)

@@ -89,10 +89,18 @@ class TrainingPlan:
 
 
 def training_batches(shards: ShardSet, batch_size: int, seed: int, *, shuffle_buffer_mb: int,
-                     subset=None, with_index: bool = False):
+                     subset=None, with_index: bool = False, one_hot: int | None = None):
     """The stream a variant trains on: seeded shuffle, every epoch in a new order."""
     return shards.dataset(batch_size, shuffle=True, seed=seed, shuffle_buffer_mb=shuffle_buffer_mb,
-                          subset=subset, with_index=with_index)
+                          subset=subset, with_index=with_index, one_hot=one_hot)
+
+
+def label_depth(num_classes: int, settings) -> int | None:
+    """The one-hot width the labels need (label smoothing needs one-hot targets), or None."""
+    from cnnpipe.train.training import one_hot_labels
+
+    smoothing = settings.get("label_smoothing", 0.0)
+    return num_classes if one_hot_labels(num_classes, smoothing) else None
 
 
 def build_network(config: Mapping[str, Any], input_shape, num_classes: int, preprocessing=None,
@@ -124,6 +132,7 @@ def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bo
         balanced_class_weight(data.train.labels[labelled], data.num_classes)
         if settings["class_weight"] == "balanced" else None
     )
+    depth = label_depth(data.num_classes, settings)
     with tempfile.TemporaryDirectory() as scratch:
         backbone_weights, pretraining = init_weights(
             config, data, settings, Path(scratch), pretrain=pretrain
@@ -138,8 +147,8 @@ def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bo
         model=model,
         train_ds=training_batches(data.train, settings["batch_size"], seed,
                                   shuffle_buffer_mb=settings["shuffle_buffer_mb"],
-                                  subset=labelled),
-        val_ds=data.val.dataset(settings["batch_size"]),
+                                  subset=labelled, one_hot=depth),
+        val_ds=data.val.dataset(settings["batch_size"], one_hot=depth),
         data=data,
         labelled=labelled,
         class_weight=class_weight,

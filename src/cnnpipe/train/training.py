@@ -197,7 +197,8 @@ def _steps(dataset) -> int:
 
 
 def with_one_hot_labels(dataset, num_classes: int):
-    """(images, int labels) batches as (images, one-hot float labels).
+    """(images, int labels) batches as (images, one-hot float labels); batches whose labels
+    are one-hot already (the shard reader can decode them so) pass as they are.
 
     Prefetched again: without it the conversion runs in the training step's own thread,
     after the reader's prefetch.
@@ -206,6 +207,8 @@ def with_one_hot_labels(dataset, num_classes: int):
 
     from cnnpipe.core.shards import PREFETCH_BATCHES
 
+    if dataset.element_spec[1].shape.rank == 2:
+        return dataset
     return dataset.map(
         lambda images, labels: (images, tf.one_hot(labels, num_classes))
     ).prefetch(PREFETCH_BATCHES)
