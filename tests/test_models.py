@@ -346,6 +346,15 @@ def test_common_argument_errors(name, override, received):
         build_model(name, **kwargs)
 
 
+def test_training_settings_are_no_hyperparameters():
+    """The schema validates a variant's training keys too; the builder refuses them, so a
+    caller who passes one learns that it does nothing to the network."""
+    with pytest.raises(ModelConfigError, match="^`fine_tune_layers` is a training setting"):
+        build_model("mobilenet_transfer", (32, 32, 3), 10, fine_tune_layers=2)
+    with pytest.raises(ModelConfigError, match="Received `fine_tune_layers=-1`"):
+        get_architecture("mobilenet_transfer").settings({"fine_tune_layers": -1})
+
+
 @pytest.mark.parametrize(
     ("name", "hyperparameters", "received"),
     [
@@ -368,7 +377,6 @@ def test_common_argument_errors(name, override, received):
          "pretrain or the path of a .weights.h5 file. Received `weights='imagnet'`$"),
         ("mobilenet_transfer", {"weights": "imagenet", "alpha": 0.3},
          r"^`mobilenet_transfer`: alpha 0.3 has no ImageNet weights; use one of 0.35, 0.5"),
-        ("mobilenet_transfer", {"fine_tune_layers": -1}, "Received `fine_tune_layers=-1`"),
     ],
 )
 def test_builder_specific_errors(name, hyperparameters, received):
