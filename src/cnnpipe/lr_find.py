@@ -92,7 +92,7 @@ def range_test(
     compile_model(model, num_classes, float(rates[0]), {
         **recipe, "lr_schedule": "constant", "warmup_epochs": 0.0, "label_smoothing": 0.0,
         "weight_decay": 0.0,
-    })
+    }, one_hot=dataset.element_spec[1].shape.rank == 2)
     batches = iter(dataset.repeat())
     losses, smoothed = [], []
     average, best, diverged_at = 0.0, math.inf, None

@@ -158,12 +158,14 @@ def one_hot_labels(num_classes: int, label_smoothing: float) -> bool:
     return label_smoothing > 0 and num_classes > 2
 
 
-def make_loss(num_classes: int, label_smoothing: float = 0.0):
+def make_loss(num_classes: int, label_smoothing: float = 0.0, *, one_hot: bool = False):
+    """The head's cross-entropy, smoothed; ``one_hot`` when the labels come one-hot anyway
+    (a stream built for a smoothed loss, reused unsmoothed by the learning-rate sweep)."""
     import keras
 
     from cnnpipe.models import classification_head_loss
 
-    if label_smoothing <= 0:
+    if label_smoothing <= 0 and not (one_hot and num_classes > 2):
         return classification_head_loss(num_classes)
     if num_classes == 2:
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
@@ -178,6 +180,7 @@ def compile_model(
     *,
     epochs: int = 1,
     steps_per_epoch: int = 1,
+    one_hot: bool = False,
 ) -> None:
     """Compile with the recipe's optimizer, schedule (over ``epochs`` x ``steps_per_epoch``
     steps) and loss; no recipe is :data:`PLAIN_RECIPE`."""
@@ -185,7 +188,7 @@ def compile_model(
     rate = learning_rate_schedule(learning_rate, recipe, epochs * steps_per_epoch)
     model.compile(
         optimizer=make_optimizer(rate, recipe),
-        loss=make_loss(num_classes, float(recipe["label_smoothing"])),
+        loss=make_loss(num_classes, float(recipe["label_smoothing"]), one_hot=one_hot),
         metrics=["accuracy"],
     )
 
