@@ -58,7 +58,6 @@ EXPECTED_GRADCAM_LAYER = {
     "bn_gap_cnn": "block3_relu",
     "residual_cnn": "block2_relu2",
     "inception_attention": "attention2_scale",
-    "augmented_cnn": "block3_relu",
     "mobilenet_transfer": "mobilenetv2_base/out_relu",
 }
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 TINY_MODELS = {
     "simple_cnn": {"architecture": "simple_cnn", "filters": [8, 16, 16], "dense_units": 16},
     "augmented_cnn": {
-        "architecture": "augmented_cnn", "filters": [4, 8, 8], "dense_units": 8,
+        "architecture": "bn_gap_cnn", "filters": [4, 8, 8], "dense_units": 8,
         "augmentation": {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1},
     },
     "mobilenet_transfer": {

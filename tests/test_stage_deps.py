@@ -158,10 +158,10 @@ def test_editing_a_default_reruns_the_stages_it_changes(tiny_repo):
     from pipeline_repo import dvc
 
     # The tiny variant sets filters and dense_units but not kernel_size: the schema decides it.
-    _edit(tiny_repo, "src/cnnpipe/params/architectures.py",
-          "    kernel_size: PositiveInt = 3\n    dense_units: PositiveInt = 64\n",
-          "    kernel_size: PositiveInt = 2\n    dense_units: PositiveInt = 64\n")
-    assert _changed_stages(tiny_repo) == {"params"}
+    # The registration holds the schema beside the trunk, so train's code changed too.
+    _edit(tiny_repo, "src/cnnpipe/models/zoo/simple_cnn.py",
+          'kernel_size: PositiveInt = Field(3,', 'kernel_size: PositiveInt = Field(2,')
+    assert _changed_stages(tiny_repo) == {"params", "train@simple_cnn"}
     out = dvc(tiny_repo, "repro").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"params", "train@simple_cnn", "evaluate@simple_cnn", "compare"}
@@ -339,7 +339,7 @@ def test_an_archive_replaced_in_place_marks_prepare_changed(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"].update({"source": "archive", "input": str(archive), "min_images_per_class": 1})
     params["data"]["archive"]["path_or_url"] = str(archive)
-    params["data"]["images"]["image_size"] = [8, 8]
+    params["data"]["images"]["image_size"] = [18, 18]  # the smallest the tiny variant fits
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "commit", "-qam", "a local archive")
     dvc(repo, "repro", "prepare")

@@ -11,6 +11,7 @@ from cnnpipe.models.registry import (
     InputNeeds,
     ModelConfigError,
     available_models,
+    check_num_classes,
     find_architecture,
     get_architecture,
     register_architecture,
@@ -21,8 +22,6 @@ from cnnpipe.models.registry import (
 def classification_head_loss(num_classes: int) -> str:
     """The loss matching the skeleton's head for integer labels: a sigmoid unit for two
     classes, softmax otherwise."""
-    from cnnpipe.models.skeleton import check_num_classes
-
     check_num_classes(num_classes)
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 

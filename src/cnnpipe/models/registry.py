@@ -27,6 +27,14 @@ class ModelConfigError(ValueError, CnnpipeError):
     """An architecture name, hyperparameter or value the builders refuse; one-line message."""
 
 
+def check_num_classes(num_classes: Any) -> int:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ModelConfigError(
+            f"`num_classes` must be an integer >= 2. Received `num_classes={num_classes!r}`"
+        )
+    return num_classes
+
+
 @dataclass(frozen=True)
 class InputNeeds:
     """What an architecture needs of the image its trunk sees, whatever the preprocessing.

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnpipe.models.registry import ModelConfigError, get_architecture
+from cnnpipe.models.registry import ModelConfigError, check_num_classes, get_architecture
 
 
 def check_input_shape(input_shape: Any) -> tuple[int, int, int]:
@@ -26,14 +26,6 @@ def check_input_shape(input_shape: Any) -> tuple[int, int, int]:
             f"Received `input_shape={input_shape!r}`"
         )
     return tuple(int(v) for v in input_shape)
-
-
-def check_num_classes(num_classes: Any) -> int:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ModelConfigError(
-            f"`num_classes` must be an integer >= 2. Received `num_classes={num_classes!r}`"
-        )
-    return num_classes
 
 
 def augmentation_layers_settings(settings, seed: int | None) -> dict | None:
