@@ -99,15 +99,16 @@ def _original_image_lines(originals: dict) -> list[str]:
     return lines
 
 
-def _duplicate_lines(dup: dict) -> list[str]:
-    lines = [
-        "## Exact duplicates",
-        "",
-        f"Policy: {dup['policy']}.",
-        "",
-        "| kept | copies | classes |",
-        "|---|---|---|",
+def _policy_table(title: str, policy: str, columns: tuple[str, ...]) -> list[str]:
+    """A section's heading, its policy line and the head of its table."""
+    return [
+        f"## {title}", "", f"Policy: {policy}.", "",
+        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
     ]
+
+
+def _duplicate_lines(dup: dict) -> list[str]:
+    lines = _policy_table("Exact duplicates", dup["policy"], ("kept", "copies", "classes"))
     for group in dup["details"]:
         kept = f"{group['kept']['split']}: {group['kept']['path']}"
         copies = "<br>".join(f"{c['split']}: {c['path']}" for c in group["copies"])
@@ -120,14 +121,7 @@ def _duplicate_lines(dup: dict) -> list[str]:
 
 
 def _label_conflict_lines(conflicts: dict) -> list[str]:
-    lines = [
-        "## Label conflicts",
-        "",
-        f"Policy: {conflicts['policy']}.",
-        "",
-        "| classes | files |",
-        "|---|---|",
-    ]
+    lines = _policy_table("Label conflicts", conflicts["policy"], ("classes", "files"))
     for group in conflicts["details"]:
         listed = "<br>".join(
             f"{f['split']}: {f['path']}"
