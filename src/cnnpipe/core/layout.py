@@ -16,20 +16,26 @@ def split_dir(split: str) -> Path:
     return PREPARED / split
 
 
+# The files of a trained variant's folder (train writes them; inference reads them).
+MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "model.weights.h5"
+CARD_FILE = "model_card.json"
+
+
 def model_dir(variant: str) -> Path:
     return Path("models") / variant
 
 
 def model_file(variant: str) -> Path:
-    return model_dir(variant) / "model.keras"
+    return model_dir(variant) / MODEL_FILE
 
 
 def weights_file(variant: str) -> Path:
-    return model_dir(variant) / "model.weights.h5"
+    return model_dir(variant) / WEIGHTS_FILE
 
 
 def model_card(variant: str) -> Path:
-    return model_dir(variant) / "model_card.json"
+    return model_dir(variant) / CARD_FILE
 
 
 def train_metrics(variant: str) -> Path:

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from cnnpipe.core import layout
 from cnnpipe.core.errors import ConfigError, DataError
 from cnnpipe.core.model_card import ModelCard
 from cnnpipe.inference.batches import INFERENCE_BATCH, as_class_probabilities
 
-CARD_NAME = "model_card.json"
-MODEL_NAME = "model.keras"
+CARD_NAME = layout.CARD_FILE
+MODEL_NAME = layout.MODEL_FILE
 
 
 @dataclass(frozen=True)

@@ -49,10 +49,9 @@ class InputNeeds:
 
     def model_shape(self, hyperparameters, preprocessed: tuple[int, int, int]):
         """The (H, W, C) the trunk works at, given the shape after preprocessing."""
-        height, width, channels = preprocessed
-        if self.side_key is not None:
-            height = width = getattr(hyperparameters, self.side_key)
-        return (height, width, self.channels or channels)
+        forced = self.overrides(hyperparameters)
+        height, width = forced.get("image_size", preprocessed[:2])
+        return (height, width, forced.get("channels", preprocessed[2]))
 
     def overrides(self, hyperparameters) -> dict[str, Any]:
         """Keyword overrides for :func:`cnnpipe.models.inputs.model_input`."""

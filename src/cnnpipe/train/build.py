@@ -24,6 +24,7 @@ from cnnpipe.core.io import read_json
 from cnnpipe.core.model_card import TrainedAs
 from cnnpipe.core.sampling import labelled_subset
 from cnnpipe.core.shards import ShardSet
+from cnnpipe.models import get_architecture
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,6 @@ class TrainingPlan:
 
     @property
     def architecture(self):
-        from cnnpipe.models import get_architecture
-
         return get_architecture(self.config["architecture"])
 
 
@@ -202,7 +201,7 @@ def _pretrained_backbone(config, data: TrainingData, settings, scratch: Path):
         "pretrain_seconds": round(time.perf_counter() - start, 2),
     }
     path = scratch / "backbone.weights.h5"
-    split = _architecture(config).fine_tune
+    split = get_architecture(config["architecture"]).fine_tune
     find_backbone(source, split.backbone).save_weights(path)
     return path, record
 
@@ -215,15 +214,8 @@ def _rotation_streams(data: TrainingData, settings, seed: int):
     batch_size, buffer_mb = settings["pretrain_batch_size"], settings["shuffle_buffer_mb"]
     train = training_batches(data.train, batch_size, seed, shuffle_buffer_mb=buffer_mb,
                              with_index=True)
-    val = data.val.dataset(batch_size, shuffle=False, seed=seed + 1, shuffle_buffer_mb=buffer_mb,
-                           with_index=True)
+    val = data.val.dataset(batch_size, with_index=True)
     return rotation_dataset(train, data.train, seed), rotation_dataset(val, data.val, seed + 1)
-
-
-def _architecture(config):
-    from cnnpipe.models import get_architecture
-
-    return get_architecture(config["architecture"])
 
 
 def train_variant(plan: TrainingPlan, callbacks=()):
