@@ -2,8 +2,15 @@
 
 settings: resolved/evaluate.json (test-time augmentation); the saved model and its card
 (written by train@<variant>) hold everything about the model
+
+A variant not above chance (cnnpipe.evaluate.chance) is explained from its training record
+(metrics/train/<variant>.json) and accuracy curve, which train@<variant> writes beside the
+model. They are not deps in dvc.yaml on purpose: they follow from the same training as
+model.keras, which is, and their timings change on every retraining of identical weights,
+which would re-run this stage for nothing.
 """
 
+import csv
 import sys
 import time
 
@@ -18,7 +25,8 @@ from cnnpipe.evaluate.metrics import (
     reliability_table,
     roc_rows,
 )
-from cnnpipe.core.io import write_csv, write_json
+from cnnpipe.core.io import read_json, write_csv, write_json
+from cnnpipe.evaluate.chance import chance_warning, likely_cause
 from cnnpipe.evaluate.outputs import split_headline, write_predictions
 from cnnpipe.evaluate.figures import (
     plot_confident_mistakes,
@@ -68,6 +76,8 @@ def _score(trained: TrainedVariant, test: ShardSet, tta: str) -> tuple[dict, np.
         mirror = trained.predict(mirrored(test.dataset(INFERENCE_BATCH)))
         averaged = (probabilities + mirror) / 2
         metrics["tta_accuracy"] = float(np.mean(averaged.argmax(axis=1) == labels))
+    if not metrics["above_chance"]:
+        _explain_chance(variant_name, metrics)
     headline, detail = split_headline(metrics)
     write_json(layout.eval_metrics(variant_name), headline)
     write_json(layout.evaluation_detail(variant_name), detail)
@@ -78,6 +88,20 @@ def _score(trained: TrainedVariant, test: ShardSet, tta: str) -> tuple[dict, np.
         "latency_ms_per_image": round(latency * 1000, 3),
     })
     return metrics, probabilities
+
+
+def _explain_chance(variant_name: str, metrics: dict) -> None:
+    """Add the likely cause of a score at chance, from the variant's training record and
+    accuracy curve, and say so on stderr: never only a number in a file."""
+    training_file = layout.train_metrics(variant_name)
+    curve_file = layout.curve_table("accuracy", variant_name)
+    training = read_json(training_file) if training_file.is_file() else {}
+    curve = []
+    if curve_file.is_file():
+        with open(curve_file, newline="") as rows:
+            curve = list(csv.DictReader(rows))
+    metrics["chance_cause"] = likely_cause(metrics, training, curve)
+    print(chance_warning(variant_name, metrics), file=sys.stderr)
 
 
 def _write_tables(variant_name: str, labels, probabilities, names) -> None:

@@ -27,12 +27,14 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 
 def write_digits_folder(root, size: int = 32, rare_class: int | None = None,
-                        rare_keep: float = 0.1, seed: int = 0) -> dict[str, int]:
+                        rare_keep: float = 0.1, seed: int = 0,
+                        per_class: int | None = None) -> dict[str, int]:
     """scikit-learn's 1,797 handwritten digits (8x8, shipped offline) as a folder of PNGs.
 
     ``root/<digit>/<n>.png``, upscaled to ``size`` with Pillow's bilinear filter: a small,
     real data set laid out the way users bring theirs. ``rare_class`` keeps only
-    ``rare_keep`` of that class's images (an imbalanced set). Returns images per class.
+    ``rare_keep`` of that class's images (an imbalanced set); ``per_class`` keeps the first
+    that many of every class (a folder of a few hundred). Returns images per class.
     """
     from pathlib import Path
 
@@ -48,6 +50,7 @@ def write_digits_folder(root, size: int = 32, rare_class: int | None = None,
         members = np.flatnonzero(digits.target == digit)
         if digit == rare_class:
             members = rng.permutation(members)[: max(1, round(len(members) * rare_keep))]
+        members = members[:per_class]
         folder = Path(root) / str(digit)
         folder.mkdir(parents=True, exist_ok=True)
         for index in members:

@@ -66,6 +66,8 @@ def test_pretrain_hands_its_backbone_to_the_target_model(data, tmp_path):
     path, record = init_weights(config, data, settings, tmp_path)
     assert path.is_file() and record["pretrain_task"] == "rotation"
     assert record["pretrain_epochs_run"] == 1 and 0 <= record["pretrain_val_accuracy"] <= 1
+    assert record["pretrain_chance_accuracy"] == 0.25  # four quarter turns
+    assert record["pretrain_near_chance"] == (record["pretrain_val_accuracy"] < 0.4)
 
     plan = build_variant(config, data, variant="transfer")
     # The same seed gives the same source task, so the backbone the plan's model starts
@@ -99,3 +101,21 @@ def test_what_trained_is_what_the_data_allowed(data):
     assert len(plan.labelled) == 100
     assert plan.trained_as.train_images == 100 and plan.trained_as.batch_size == 16
     assert plan.settings["batch_size"] == 16
+
+
+def test_the_train_record_says_the_epoch_rule_was_capped(data):
+    """100 labelled images would need 300 epochs to show 30,000; the run gets 30 and its
+    record says what was asked for, with the validation split early stopping used."""
+    from cnnpipe.train.saving import train_record
+    from cnnpipe.train.training import MAX_EPOCHS_FOR_MIN_IMAGES, TrainingResult
+
+    config = mobilenet_config(weights="none")
+    config["train"].update(min_images_seen=30_000, train_images=100)
+    plan = build_variant(config, data, variant="transfer")
+    assert plan.settings["epochs"] + plan.settings["fine_tune_epochs"] == MAX_EPOCHS_FOR_MIN_IMAGES
+    result = TrainingResult(history={"val_loss": [1.0]}, epochs_run=1, best_epoch=1,
+                            train_seconds=1.0, images_seen=100)
+    record = train_record(plan, result)
+    assert record["epochs_for_min_images_seen"] == 300 and record["epochs_capped"] is True
+    assert record["val_images"] == 48
+    assert "pretrain_epochs_capped" not in record  # weights: none, no source task

@@ -193,3 +193,45 @@ def test_spooled_images_split_exactly_like_arrays(tmp_path):
     assert data_card(from_spool, "x", {}, "none")["image_shape"] == [8, 8, 1]
     spool.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_train_limit_too_small_for_validation_is_named_not_val_fraction():
+    from cnnpipe.data.prepare import SplitError
+
+    with pytest.raises(SplitError) as refused:
+        prepare_splits(make_splits((60, 60, 60)), make_splits((5, 5, 5)), ("a", "b", "c"),
+                       0.1, seed=0, train_limit=2)
+    message = str(refused.value)
+    assert message == (
+        "data.train_limit=2 leaves 3 images for training and validation (1 or fewer per "
+        "class), and data.val_fraction takes at least one of each class: none is left to "
+        "train on; raise data.train_limit (about 6 keeps two of every class) or set it to 0 "
+        "for all 180"
+    )
+    # The limit it suggests is enough, and the pools the report counts are the limited ones.
+    assert len(prepare_splits(make_splits((60, 60, 60)), make_splits((5, 5, 5)),
+                              ("a", "b", "c"), 0.1, seed=0, train_limit=6).train) == 3
+    assert np.bincount(refused.value.pools["train"]).tolist() == [1, 1, 1]
+    # Without a limit, too few images are val_fraction's to explain.
+    with pytest.raises(SplitError, match="^data.val_fraction leaves no training images$"):
+        prepare_splits(make_splits((1, 1)), make_splits((1, 1)), ("a", "b"), 0.1, seed=0)
+
+
+def test_the_report_of_a_refused_train_limit_counts_the_limited_folder(tmp_path):
+    from fixtures import write_digits_folder
+
+    from cnnpipe.data.quality import DataQualityError
+    from cnnpipe.data.sources import build_dataset
+    from cnnpipe.params.schema import Data, ImageFolder, Images
+
+    write_digits_folder(tmp_path / "digits", size=8, per_class=18)  # 180 images
+    settings = Data(source="image_folder", image_folder=ImageFolder(path=str(tmp_path / "digits")),
+                    images=Images(image_size=(8, 8)), train_limit=5)
+    refusal = r"^data\.train_limit=5 leaves 10 images"
+    with pytest.raises(DataQualityError, match=refusal) as refused:
+        build_dataset(settings, seed=0)
+    report = refused.value.report
+    # 4 of each class's 18 went to test; the limit kept 1 of the other 14 for train and val.
+    assert report["counts"]["train"] == {str(d): 1 for d in range(10)}
+    assert report["counts"]["test"] == {str(d): 4 for d in range(10)}
+    assert report["problems"][-1].startswith("data.train_limit=5 leaves 10 images")

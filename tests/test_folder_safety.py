@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -258,3 +259,32 @@ def test_check_images_names_a_broken_link_which_stops_dvc_hashing_the_folder(tmp
                      f"{root} at it",
                      f"remove the 1 entry above from {root} (or move them out of it) before "
                      "running dvc"]
+
+
+def test_one_misfiled_image_in_a_small_folder_is_removed_and_a_misfiled_folder_stops(tmp_path):
+    """181 images, as in the issue's folder: one copy of a 3 under 5 is 2 of 181 (1.1%),
+    over the default 1% but within the two images always allowed; ten copies are not."""
+    from fixtures import write_digits_folder
+
+    root = tmp_path / "digits"
+    write_digits_folder(root, size=8, per_class=18)
+    threes = sorted((root / "3").iterdir())
+    shutil.copy(threes[0], root / "5" / "misfiled.png")
+    settings = Data(source="image_folder", image_folder=ImageFolder(path=str(root)),
+                    images=Images(image_size=(8, 8)))
+    built = build_dataset(settings, seed=0)
+    conflicts = built.report["label_conflicts"]
+    assert (conflicts["images"], conflicts["removed"], conflicts["max_images"]) == (2, 2, 2)
+    assert built.report["files"]["decoded"] == 181
+    assert sum(built.report["totals_per_class"].values()) == 179  # both copies gone
+    assert "## Label conflicts" in render_markdown(built.report)
+
+    for three in threes[1:10]:
+        shutil.copy(three, root / "5" / f"misfiled_{three.name}")
+    with pytest.raises(DataQualityError) as refused:
+        build_dataset(settings, seed=0)
+    message = str(refused.value)
+    assert message.startswith("20 of 190 decoded images (10.5%) are filed under two or more "
+                              "classes")
+    assert "more than the 2 that data.max_label_conflict_fraction=0.01 allows" in message
+    assert "\n" not in message

@@ -39,9 +39,9 @@ def test_markdown_has_a_row_per_variant_with_merged_training_facts():
     text = to_markdown(leaderboard_rows(EVALS, TRAINS))
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
-    # No test-time augmentation in these evaluations: its column says so.
+    # No test-time augmentation and no chance test in these evaluations: the columns say so.
     assert lines[2].startswith(
-        "| b | 0.9300 | 0.8100 | n/a | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |"
+        "| b | 0.9300 | n/a | 0.8100 | n/a | 0.9200 | 0.2500 | 5,000 | 900 | 4 | 50 |"
     )
 
 
@@ -49,7 +49,27 @@ def test_accuracy_with_test_time_augmentation_stands_beside_the_plain_one():
     evaluations = {**EVALS, "b": {**EVALS["b"], "tta": "horizontal_flip", "tta_accuracy": 0.9412}}
     text = to_markdown(leaderboard_rows(evaluations, TRAINS))
     assert "| accuracy with TTA |" in text.splitlines()[0]
-    assert "| b | 0.9300 | 0.8100 | 0.9412 | 0.9200 |" in text
+    assert "| b | 0.9300 | n/a | 0.8100 | 0.9412 | 0.9200 |" in text
+
+
+def test_a_variant_at_chance_is_marked_and_explained_under_the_table():
+    chance = {"num_test_images": 48, "majority_share": 1 / 3}
+    cause = "early stopping restored the epoch-1 weights after 4 epochs"
+    evaluations = {
+        "a": {**EVALS["a"], **chance, "above_chance": True, "chance_p": 1e-20},
+        "b": {**EVALS["b"], **chance, "above_chance": True, "chance_p": 1e-25},
+        "c": {**EVALS["c"], **chance, "accuracy": 1 / 3, "above_chance": False,
+              "chance_p": 0.5598, "chance_cause": cause},
+    }
+    text = to_markdown(leaderboard_rows(evaluations, TRAINS))
+    table, notes = text.split("\n\n", 1)
+    assert "| above chance |" in table.splitlines()[0]
+    assert "| b | 0.9300 | yes |" in table and "| c | 0.3333 | **NO** |" in table
+    assert "significantly above the 0.3333 that always answering the commonest class scores " \
+        "on these 48 test images" in notes
+    assert f"**c is not above chance**: 0.3333 against 0.3333 (p = 0.56). Likely cause: {cause}." \
+        in notes
+    assert "**a is not" not in notes and "**b is not" not in notes
 
 
 def test_transfer_rows_follow_the_pairs_the_params_stage_made():
@@ -71,6 +91,22 @@ def test_transfer_rows_follow_the_pairs_the_params_stage_made():
     assert "| b | c | rotation | 0.9300 | 0.8800 | +0.0500 | 55 | 5 |" in text
     assert "| a | c | imagenet | 0.9100 | 0.8800 | +0.0300 | 10 | 5 |" in text
     assert transfer_rows([], EVALS, TRAINS) == []
+    assert "learned nothing" not in text  # no record of the source task's own score
+
+
+def test_a_source_task_near_chance_is_named_with_what_would_help():
+    """The small folders' case: rotation pretraining at 0.27 against a chance of 0.25."""
+    pairs = [{"pretrained": "b", "scratch": "c", "source": "rotation"}]
+    trains = {**TRAINS, "b": {**TRAINS["b"], "pretrain_val_accuracy": 0.27,
+                              "pretrain_chance_accuracy": 0.25, "pretrain_near_chance": True}}
+    text = transfer_markdown(transfer_rows(pairs, EVALS, trains))
+    note = text.split("\n\n", 1)[1]
+    assert note.startswith("**b: the rotation task learned nothing useful**: its own validation "
+                           "accuracy reached 0.27 against a chance of 0.25")
+    assert "`models.b.weights: imagenet`" in note and "`weights: none`, as c trains" in note
+    learned = {**trains, "b": {**trains["b"], "pretrain_val_accuracy": 0.9,
+                               "pretrain_near_chance": False}}
+    assert "learned nothing" not in transfer_markdown(transfer_rows(pairs, EVALS, learned))
 
 
 def committed_metrics():

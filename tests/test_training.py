@@ -68,12 +68,38 @@ def test_batch_size_scales_down_for_small_data_sets(batch_size, images, min_step
         (5, 0, 1_294, 30_000, (24, 0)),  # digits' training split
         (1, 4, 1_294, 30_000, (5, 19)),  # head and fine-tuning share the extra epochs
         (5, 0, 1_294, 0, (5, 0)),  # 0 keeps the configured epochs
+        (7, 0, 144, 30_000, (30, 0)),  # overfit_cnn on 144 images: 30, not 209
+        (1, 4, 144, 30_000, (6, 24)),  # the cap shared as the extra epochs are
+        (40, 0, 144, 30_000, (40, 0)),  # the cap never lowers a configured count
     ],
 )
 def test_small_data_sets_get_more_epochs(epochs, fine_tune, images, min_seen, expected):
+    from cnnpipe.train.training import MAX_EPOCHS_FOR_MIN_IMAGES
+
     assert resolve_epochs(epochs, images, min_seen, fine_tune) == expected
     head, tuned = expected
-    assert (head + tuned) * images >= min(min_seen, (epochs + fine_tune) * images)
+    most = max(epochs + fine_tune, MAX_EPOCHS_FOR_MIN_IMAGES)
+    assert (head + tuned) * images >= min(min_seen, (epochs + fine_tune) * images, most * images)
+    assert head + tuned <= most
+
+
+def test_the_epoch_rule_record_says_when_the_cap_cut_it():
+    from cnnpipe.train.training import epoch_rule_record
+
+    overfit = {"epochs": 7, "min_images_seen": 30_000}
+    assert epoch_rule_record(overfit, 144) == {
+        "epochs_for_min_images_seen": 209, "epochs_capped": True}
+    digits = {"epochs": 5, "min_images_seen": 30_000}
+    assert epoch_rule_record(digits, 1_294) == {
+        "epochs_for_min_images_seen": 24, "epochs_capped": False}
+    # Fashion-MNIST's 54,000 images and the MobileNet pair's 10,000 labels: the rule is silent.
+    assert epoch_rule_record({"epochs": 6, "min_images_seen": 30_000}, 54_000) == {}
+    mobilenet = {"epochs": 1, "fine_tune_epochs": 4, "pretrain_epochs": 1,
+                 "min_images_seen": 30_000}
+    assert epoch_rule_record(mobilenet, 10_000, pretrain_images=54_000) == {}
+    assert epoch_rule_record(mobilenet, 144, pretrain_images=180) == {
+        "epochs_for_min_images_seen": 209, "epochs_capped": True,
+        "pretrain_epochs_for_min_images_seen": 167, "pretrain_epochs_capped": True}
 
 
 def test_a_pretrained_variant_resolves_its_source_task_on_every_image():

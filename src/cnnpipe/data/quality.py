@@ -7,6 +7,7 @@ reads, :func:`class_balance_rows` into the table DVC draws as a bar chart.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -156,11 +157,23 @@ def _describe(item: Item) -> dict:
     return described
 
 
+# Conflicting images always allowed, whatever the folder's size: one misfiled image and its
+# copy. A share alone cannot tell that slip from a misfiled folder in a small set (2 of 181
+# images is 1.1%), and both copies are removed either way.
+MIN_ALLOWED_CONFLICTS = 2
+
+
+def allowed_conflicts(max_fraction: float, decoded: int) -> int:
+    """Images in label conflicts that prepare accepts (and removes): max(2, fraction x
+    decoded), rounded down. The tolerance keeps 0.07 x 100 at 7 despite binary floats."""
+    return max(MIN_ALLOWED_CONFLICTS, math.floor(max_fraction * decoded + 1e-9))
+
+
 def label_conflict_problem(report: dict) -> str | None:
     """The one-line refusal when more decoded images are in label conflicts than allowed."""
     conflicts = report["label_conflicts"]
     limit = conflicts["max_fraction"]
-    if limit is None or conflicts["fraction"] <= limit:
+    if limit is None or conflicts["images"] <= conflicts["max_images"]:
         return None
     example = " = ".join(
         f["path"] + (f" (link to {f['links_to']})" if "links_to" in f else "")
@@ -169,8 +182,9 @@ def label_conflict_problem(report: dict) -> str | None:
     return (
         f"{conflicts['images']} of {report['files']['decoded']} decoded images "
         f"({100 * conflicts['fraction']:.1f}%) are filed under two or more classes (e.g. "
-        f"{example}), more than data.max_label_conflict_fraction={limit} allows: a folder "
-        "linked or copied into the wrong class?"
+        f"{example}), more than the {conflicts['max_images']} that "
+        f"data.max_label_conflict_fraction={limit} allows (that share, and never fewer than "
+        f"{MIN_ALLOWED_CONFLICTS}): a folder linked or copied into the wrong class?"
     )
 
 
@@ -240,6 +254,10 @@ def source_report(
             "images": conflict_images,
             "fraction": round(conflict_images / decoded, 6) if decoded else 0.0,
             "max_fraction": max_label_conflict_fraction,
+            "max_images": (
+                None if max_label_conflict_fraction is None
+                else allowed_conflicts(max_label_conflict_fraction, decoded)
+            ),
             "removed": conflict_images if duplicates.removing else 0,
             "policy": CONFLICT_POLICY_REMOVE if duplicates.removing else CONFLICT_POLICY_REPORT,
             "details": duplicates.conflicts[:MAX_LISTED],

@@ -19,7 +19,7 @@ from cnnpipe.data import fashion_mnist
 from cnnpipe.data.download import DownloadLimits
 from cnnpipe.data.folder_source import from_folder
 from cnnpipe.data.loaded import LoadedSource, relabel, select_classes  # noqa: F401 (re-exported)
-from cnnpipe.data.prepare import PreparedData, Split, data_card, prepare_splits
+from cnnpipe.data.prepare import PreparedData, Split, SplitError, data_card, prepare_splits
 from cnnpipe.data.quality import (
     DataQualityError,
     Item,
@@ -242,9 +242,10 @@ def build_dataset(data_cfg, seed: int, spool_dir: str | Path | None = None) -> B
             test_limit=data_cfg.test_limit,
         )
     except DataError as exc:
-        pools = counts_per_split(
-            {"train": train_pool.labels, "test": test.labels}, loaded.class_names
-        )
+        # The counts the splits were to be drawn from: after data.train_limit and test_limit.
+        drawn_from = exc.pools if isinstance(exc, SplitError) else {
+            "train": train_pool.labels, "test": test.labels}
+        pools = counts_per_split(drawn_from, loaded.class_names)
         failed = complete_report(
             report, pools, data_cfg.min_images_per_class, data_cfg.max_unreadable_fraction
         )

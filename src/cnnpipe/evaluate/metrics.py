@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from cnnpipe.evaluate.chance import chance_test
 from cnnpipe.inference.batches import as_class_probabilities
 
 _EPS = 1e-7  # the clipping Keras applies inside its cross-entropy losses
@@ -138,7 +139,8 @@ def _curve_inputs(labels, outputs):
 
 def extended_metrics(labels, outputs, class_names) -> dict:
     """:func:`classification_metrics` plus weighted F1, balanced accuracy, calibration error,
-    top-3 accuracy (more than 3 classes) and ROC-AUC / average precision (binary tasks).
+    top-3 accuracy (more than 3 classes), ROC-AUC / average precision (binary tasks) and the
+    test against the majority class (:func:`cnnpipe.evaluate.chance.chance_test`).
 
     Balanced accuracy averages recall over the classes present in ``labels``. ROC-AUC and
     average precision are left out when ``labels`` hold one class only: both are undefined
@@ -160,6 +162,7 @@ def extended_metrics(labels, outputs, class_names) -> dict:
     present = support > 0
     metrics["balanced_accuracy"] = float(np.mean(hits[present] / support[present]))
     metrics["ece"] = expected_calibration_error(labels, probs)
+    metrics.update(chance_test(labels, predicted))
     if len(class_names) > 3:
         metrics["top3_accuracy"] = top_k_accuracy(labels, probs, 3)
     if len(class_names) == 2 and present.all():

@@ -187,7 +187,7 @@ def init_weights(config, data: TrainingData, settings, scratch: Path, *, pretrai
 
 def _pretrained_backbone(config, data: TrainingData, settings, scratch: Path):
     from cnnpipe.models.finetune import find_backbone
-    from cnnpipe.train.pretraining import ROTATIONS
+    from cnnpipe.train.pretraining import ROTATIONS, pretraining_record
     from cnnpipe.train.training import pretrain_backbone
 
     source = build_network(config, data.image_shape, ROTATIONS, data.preprocessing)
@@ -197,7 +197,7 @@ def _pretrained_backbone(config, data: TrainingData, settings, scratch: Path):
     record = {
         "pretrain_task": "rotation",
         "pretrain_epochs_run": len(history["loss"]),
-        "pretrain_val_accuracy": max(history["val_accuracy"]),
+        **pretraining_record(max(history["val_accuracy"])),
         "pretrain_seconds": round(time.perf_counter() - start, 2),
     }
     path = scratch / "backbone.weights.h5"

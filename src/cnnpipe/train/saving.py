@@ -51,10 +51,15 @@ def model_card(plan) -> ModelCard:
 
 def train_record(plan, result) -> dict:
     from cnnpipe.train.environment import describe_environment
+    from cnnpipe.train.training import epoch_rule_record
 
     total, trainable = count_parameters(plan.model)
+    pretrain_images = len(plan.data.train) if plan.pretraining else 0
     return {
         **plan.trained_as.model_dump(mode="json"),
+        # Early stopping picked the epoch on these: evaluate names a split too small to.
+        "val_images": len(plan.data.val),
+        **epoch_rule_record(plan.config["train"], len(plan.labelled), pretrain_images),
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(result.history["val_loss"]),
