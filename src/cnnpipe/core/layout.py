@@ -99,6 +99,19 @@ def predictions_file(variant: str) -> Path:
     return REPORTS / "predictions" / f"{variant}.npy"
 
 
+EXPORT_DIR = "export"
+
+
+def export_dir(variant: str) -> Path:
+    """What export@<variant> writes: SavedModel (TF Serving layout), ONNX, LiteRT, its card."""
+    return model_dir(variant) / EXPORT_DIR
+
+
+def export_report(variant: str, suffix: str) -> Path:
+    """The export stage's parity report, ``.json`` or ``.md`` (a tracked report, not a metric)."""
+    return REPORTS / "export" / f"{variant}{suffix}"
+
+
 def variant_outputs(variant: str) -> list[Path]:
     """Everything train@<variant> and evaluate@<variant> write (files and folders)."""
     return [
@@ -114,6 +127,8 @@ def variant_outputs(variant: str) -> list[Path]:
         *(plot_table(kind, variant) for kind in PLOT_KINDS),
         image_dir(variant),
         resolved_train(variant),
+        export_report(variant, ".json"),
+        export_report(variant, ".md"),
     ]
 
 

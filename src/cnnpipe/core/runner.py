@@ -21,6 +21,7 @@ _NATIVE_NOISE = re.compile(
     r"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"  # seconds are epoch-sized in 2.21
     r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] "
     r"|WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU"  # LiteRT, per interpreter
     r"|E\d{4} .*(?:cuInit|Unable to register \w+ factory))"
 )
 

@@ -78,6 +78,11 @@ def resolved_configs(params: Params) -> dict[str, dict[str, Any]]:
             "variants": {name: {"architecture": v.architecture} for name, v in params.models.items()},
             "transfer_pairs": transfer_pairs(params),
         },
+        # Not the variant list: dvc.yaml's foreach reads that, and adding a variant must not
+        # re-run the exports of the others.
+        str(layout.resolved("export")): {
+            "export": params.export.model_dump(mode="json", exclude={"variants"}),
+        },
     }
     for name in params.models:
         configs[str(layout.resolved_train(name))] = train_config(params, name)

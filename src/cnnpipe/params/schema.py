@@ -127,7 +127,8 @@ class Data(Section):
     min_images_per_class: PositiveInt = 5
     max_unreadable_fraction: Fraction = 0.05
     # Share of decoded images filed under two or more classes (links, copies) above which
-    # prepare stops; at or below it they are removed from every split.
+    # prepare stops, and never below 2 images (one misfiled copy, in a folder of any size);
+    # at or below it they are removed from every split.
     max_label_conflict_fraction: Fraction = 0.01
     fashion_mnist: FashionMnist = FashionMnist()
     images: Images = Images()
@@ -212,6 +213,31 @@ class Compare(Section):
     sort_by: Literal["accuracy", "balanced_accuracy", "macro_f1", "loss"] = "accuracy"
 
 
+# Fewer test images than this make a 0.99 top-1 agreement bound meaningless (two misses fail it).
+MIN_PARITY_IMAGES = 200
+
+
+class Export(Section):
+    """What export@<variant> writes for serving (SavedModel, ONNX, LiteRT) and checks."""
+
+    # The variants exported by `dvc repro`: dvc.yaml's foreach reads this list before any
+    # stage runs, so it names them (it cannot pick "the best"); `cnnpipe export VARIANT`
+    # exports any other trained variant. Each must be under models:, so the default is none
+    # (params.yaml names one); a params.yaml with other variants stays valid without it.
+    variants: tuple[Name, ...] = ()
+    # The SavedModel's version folder, <variant>/<version>/: TF Serving serves the highest
+    # number it finds under its model base path, so a new export is a new number.
+    version: PositiveInt = 1
+    # Test images (evenly spaced over the test split) each format is compared on.
+    parity_images: Annotated[int, Strict(), Field(ge=MIN_PARITY_IMAGES)] = 256
+
+    @model_validator(mode="after")
+    def _distinct_variants(self):
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants must not list a variant twice")
+        return self
+
+
 class Params(BaseModel):
     """The whole file, validated; ``models`` maps each variant name to its own schema."""
 
@@ -224,6 +250,7 @@ class Params(BaseModel):
     models: dict[str, Variant]
     evaluate: Evaluate = Evaluate()
     compare: Compare = Compare()
+    export: Export = Export()
 
     def variant(self, name: str) -> Variant:
         if name not in self.models:
@@ -233,10 +260,10 @@ class Params(BaseModel):
         return self.models[name]
 
 
-SECTIONS = ("seed", "data", "preprocess", "train", "models", "evaluate", "compare")
+SECTIONS = ("seed", "data", "preprocess", "train", "models", "evaluate", "compare", "export")
 SECTION_MODELS = {
     "data": Data, "preprocess": Preprocess, "train": Train, "evaluate": Evaluate,
-    "compare": Compare,
+    "compare": Compare, "export": Export,
 }
 
 
@@ -282,6 +309,7 @@ def parse_params(raw: Any) -> Params:
         raise ConfigError(_one_line(exc, "")) from None
     for name, variant in params.models.items():
         _check_variant_recipe(name, variant, params.train)
+    _check_export_variants(params)
     check_training_memory(params)
     return params
 
@@ -299,6 +327,17 @@ def variant_recipe(variant: Variant, shared: Train) -> dict[str, Any]:
     if variant.lr_schedule not in (None, "cosine") and variant.warmup_epochs is None:
         merged["warmup_epochs"] = 0.0
     return merged
+
+
+def _check_export_variants(params: Params) -> None:
+    """export@<variant> needs the variant's trained model: a name not under models: would
+    leave dvc.yaml a stage whose dependencies nothing produces."""
+    for name in params.export.variants:
+        if name not in params.models:
+            raise ConfigError(
+                f"export.variants: `{name}` is not a variant under models: "
+                f"({', '.join(sorted(params.models))})"
+            )
 
 
 def _check_variant_recipe(name: str, variant: Variant, shared: Train) -> None:
