@@ -96,6 +96,21 @@ def test_predict_gives_what_the_saved_model_gives(models):
     assert trained.predict(batch[:0]).shape == (0, 3)
 
 
+@pytest.mark.parametrize("name", ["tiny", "binary"])
+def test_predict_batch_gives_what_predict_gives_for_every_batch_size(models, name):
+    trained = TrainedVariant.load(models["root"] / name)
+    for count in (1, 2, 7):
+        batch = images(count, seed=count)
+        fast = trained.predict_batch(batch)
+        assert fast.shape == (count, trained.num_classes) and fast.dtype == np.float64
+        np.testing.assert_allclose(fast, trained.predict(batch), atol=1e-5, rtol=0)
+    assert trained.predict_batch(images(0)).shape == (0, trained.num_classes)
+    # one trace serves every batch size: the signature's batch dimension is None
+    assert trained._traced_forward.experimental_get_tracing_count() == 1
+    with pytest.raises(DataError):
+        trained.predict_batch(images(2).astype(np.float32))
+
+
 def test_predict_takes_a_dataset_of_batches_and_ignores_its_labels(models):
     import tensorflow as tf
 

@@ -16,8 +16,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cnnpipe.export.command import add_export_parser
 from cnnpipe.lr_find import add_lr_find_parser
 from cnnpipe.report import add_report_parser
+from cnnpipe.serve import add_serve_parser
 from cnnpipe.core.runner import quiet_native_logs
 
 
@@ -312,7 +314,8 @@ def _check_keys_dvc_reads(params_file: str) -> None:
 
 
 SUBCOMMANDS = [add_predict_parser, add_report_parser, add_check_images_parser,
-               add_preflight_parser, add_lr_find_parser]
+               add_preflight_parser, add_lr_find_parser, add_serve_parser,
+               add_export_parser]
 
 
 def _version() -> str:
