@@ -133,3 +133,13 @@ def test_readme_results_are_generated_from_committed_metrics():
     assert (ROOT / "reports/leaderboard.md").read_text() == expected
     assert readme_block("leaderboard") == expected
     assert readme_block("transfer") == (ROOT / "reports/transfer.md").read_text()
+
+
+def test_readme_export_parity_is_the_committed_report(monkeypatch):
+    import runpy
+
+    monkeypatch.chdir(ROOT)
+    sync = runpy.run_path(str(ROOT / "scripts/sync_readme.py"), run_name="sync_readme")
+    tables = sync["export_tables"]()
+    assert "| ONNX (onnxruntime) |" in tables and not tables.startswith("#")
+    assert readme_block("export") == tables
