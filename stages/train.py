@@ -2,6 +2,9 @@
 
 settings: resolved/train/<variant>.json (seed, the shared train settings with the variant's
 overrides, every hyperparameter), written by the params stage
+
+Under ``train.strategy: multi_worker`` every worker runs this script with its own TF_CONFIG
+(the chief through `dvc repro -s train@<variant>`); only the chief writes outputs.
 """
 
 import sys
@@ -21,6 +24,14 @@ def main(variant_name: str) -> None:
     save_trained(plan, result)
     print(f"{variant_name}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
           f"{result.train_seconds:.1f} s")
+    task = plan.distribution.task
+    if task is not None:
+        from cnnpipe.train.distribute import weights_digest
+
+        # Workers must end with the same weights: their logs let anyone compare.
+        role = "chief, wrote the outputs" if task.is_chief else "wrote nothing"
+        print(f"{variant_name}: {task.task_type} {task.index} of {task.workers} ({role}), "
+              f"weights sha256 {weights_digest(plan.model)}")
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def pretrain_backbone(model, train_ds, val_ds, settings: TrainSettings, epochs: 
     history = fit_phase(
         model, train_ds, val_ds, epochs, 0, settings["early_stopping_patience"], (),
     )
-    _check_finite(history, "pretraining", settings["learning_rate"])
+    check_finite(history, "pretraining", settings["learning_rate"])
     return history
 
 
@@ -293,7 +293,7 @@ class TrainingResult:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def _check_finite(history: dict[str, list[float]], phase: str, learning_rate: float) -> None:
+def check_finite(history: dict[str, list[float]], phase: str, learning_rate: float) -> None:
     for key in ("loss", "val_loss"):
         for epoch, value in enumerate(history.get(key, []), start=1):
             if not math.isfinite(value):
@@ -389,7 +389,7 @@ def train_model(
     return TrainingResult(
         history=phase.history,
         epochs_run=len(phase.phases),
-        best_epoch=_best_epoch(phase.history, phase.phases, settings["early_stopping_patience"]),
+        best_epoch=kept_epoch(phase.history, phase.phases, settings["early_stopping_patience"]),
         train_seconds=seconds,
         images_seen=len(phase.phases) * images_per_epoch,
         phases=phase.phases,
@@ -421,13 +421,13 @@ class _Phases:
             self.model, self.train_ds, self.val_ds, epochs, len(self.phases),
             self.settings["early_stopping_patience"], self.callbacks, self.class_weight,
         )
-        _check_finite(history, description, learning_rate)
+        check_finite(history, description, learning_rate)
         for key, values in history.items():
             self.history.setdefault(key, []).extend(values)
         self.phases += [name] * len(history["loss"])
 
 
-def _best_epoch(history, phases: list[str], patience: int) -> int:
+def kept_epoch(history, phases: list[str], patience: int) -> int:
     """The 1-based epoch whose weights were kept: early stopping restores the best weights
     of the last phase only."""
     if not patience:
