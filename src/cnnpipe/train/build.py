@@ -228,12 +228,14 @@ def _rotation_streams(data: TrainingData, settings, seed: int):
     return rotation_dataset(train, data.train, seed), rotation_dataset(val, data.val, seed + 1)
 
 
-def train_variant(plan: TrainingPlan, callbacks=()):
+def train_variant(plan: TrainingPlan, callbacks=(), resume=None):
     """Train the plan's model in place (the head, then any fine-tuning of its backbone).
 
     ``default`` and ``mirrored`` train with Keras' ``fit``, as every committed model did:
     moving them to the project's own step would change their weights. ``multi_worker`` runs
-    that step (cnnpipe.train.worker_loop), since ``fit`` fails under it.
+    that step (cnnpipe.train.worker_loop), since ``fit`` fails under it. ``resume`` (a
+    cnnpipe.train.resume.ResumeStore) saves each epoch and resumes with ``fit``; resuming
+    the multi-worker step waits for a later issue.
     """
     from cnnpipe.train.training import train_model
 
@@ -245,5 +247,5 @@ def train_variant(plan: TrainingPlan, callbacks=()):
         return train_model(
             plan.model, plan.train_ds, plan.val_ds, plan.data.num_classes, plan.settings,
             images_per_epoch=len(plan.labelled), class_weight=plan.class_weight,
-            callbacks=callbacks, fine_tune=plan.architecture.fine_tune,
+            callbacks=callbacks, fine_tune=plan.architecture.fine_tune, resume=resume,
         )
