@@ -169,8 +169,9 @@ def run_lr_find(variant: str, out_dir: Path, *, start: float, end: float, steps:
     from cnnpipe.train.build import TrainingData, build_variant
 
     config = train_config(load_params(layout.PARAMS), variant)
-    # The sweep is about the target task's rate: no source task first.
-    plan = build_variant(config, TrainingData.open(), pretrain=False, variant=variant)
+    # The sweep is about the target task's rate: no source task first, and one process.
+    plan = build_variant(config, TrainingData.open(), pretrain=False, variant=variant,
+                         distribute=False)
     result = lr_find(plan, start=start, end=end, steps=steps)
     settings = plan.settings
     write_csv(Path(out_dir) / f"{variant}.csv", result.rows())

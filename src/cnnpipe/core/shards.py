@@ -347,7 +347,7 @@ class ShardSet:
 
         records = self._record_stream(tf, files, shuffle, seed, indexed)
         if subset is not None:
-            records = _keep_masked_records(tf, records, mask_tensor)
+            records = keep_masked_records(tf, records, mask_tensor)
         if shuffle:
             buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // self.record_bytes))
             records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -361,7 +361,7 @@ class ShardSet:
         # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
         options = tf.data.Options()
         options.autotune.enabled = False
-        decode = _batch_decoder(tf, self.image_shape, indexed, with_index, one_hot)
+        decode = batch_decoder(tf, self.image_shape, indexed, with_index, one_hot)
         return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
 
     def _checked_subset(self, subset) -> np.ndarray | None:
@@ -403,7 +403,7 @@ class ShardSet:
         return shards.flat_map(shard_records)  # one shard after the other: record order
 
 
-def _keep_masked_records(tf, records, mask_tensor):
+def keep_masked_records(tf, records, mask_tensor):
     """The (index, record) pairs whose index ``mask_tensor`` marks."""
 
     def kept_records(indices, records):
@@ -415,7 +415,7 @@ def _keep_masked_records(tf, records, mask_tensor):
     return records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
 
 
-def _batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool,
+def batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool,
                    one_hot: int | None = None):
     """The map function turning a batch of serialized records into (images, labels[, index])."""
 

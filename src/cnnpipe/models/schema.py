@@ -27,6 +27,11 @@ ImageSide = Annotated[int, Strict(), Field(ge=8, le=MAX_IMAGE_SIDE)]
 LabelSmoothing = Annotated[float, Strict(), Field(ge=0, le=0.5, allow_inf_nan=False)]
 Optimizer = Literal["adam", "adamw", "sgd"]
 LrSchedule = Literal["constant", "cosine", "one_cycle"]
+# How training spreads over devices and machines (cnnpipe.train.distribute).
+Strategy = Literal["default", "mirrored", "multi_worker"]
+# Bounded so a typo is refused here, not by a process that starts thousands of threads.
+ThreadCount = Annotated[int, Strict(), Field(gt=0, le=1024)]
+DeviceCount = Annotated[int, Strict(), Field(gt=0, le=64)]
 
 
 class Section(BaseModel):
@@ -71,8 +76,28 @@ def check_recipe(recipe) -> None:
         raise ValueError("warmup_epochs applies to lr_schedule cosine only")
 
 
+def check_distribution(variant, shared) -> None:
+    """The strategy settings ``variant`` trains with (its own over ``shared``'s), together."""
+    merged = {
+        key: getattr(shared, key) if getattr(variant, key) is None else getattr(variant, key)
+        for key in DISTRIBUTION_KEYS
+    }
+    if merged["mirrored_devices"] is not None and merged["strategy"] != "mirrored":
+        raise ValueError(
+            f"mirrored_devices ({merged['mirrored_devices']}) applies to strategy mirrored "
+            f"only; this variant trains with strategy {merged['strategy']}"
+        )
+    if merged["strategy"] == "multi_worker" and getattr(variant, "weights", None) == "pretrain":
+        raise ValueError(
+            "strategy multi_worker does not run the rotation pretraining of weights: pretrain; "
+            "train this variant with strategy default or mirrored"
+        )
+
+
 # The recipe keys a variant may set for itself (None = the shared value under ``train:``).
 RECIPE_KEYS = tuple(Recipe.model_fields)
+# Where and on how many threads a variant trains: shared under ``train:``, and per variant.
+DISTRIBUTION_KEYS = ("strategy", "mirrored_devices", "intra_op_threads", "inter_op_threads")
 
 
 class Variant(Section):
@@ -90,10 +115,14 @@ class Variant(Section):
     label_smoothing: LabelSmoothing | None = None
     train_images: NonNegativeInt = 0  # labelled training images; 0 = the whole split
     augmentation: Augmentation | None = None
+    strategy: Strategy | None = None
+    mirrored_devices: DeviceCount | None = None
+    intra_op_threads: ThreadCount | None = None
+    inter_op_threads: ThreadCount | None = None
 
     # Settings that override the shared ``train:`` ones when set.
     SHARED_OVERRIDES: ClassVar[tuple[str, ...]] = (
-        "epochs", "batch_size", "learning_rate", *RECIPE_KEYS,
+        "epochs", "batch_size", "learning_rate", *RECIPE_KEYS, *DISTRIBUTION_KEYS,
     )
     # Fields that steer training; every other field is the network's own.
     TRAINING_KEYS: ClassVar[frozenset[str]] = frozenset(

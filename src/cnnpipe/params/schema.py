@@ -20,13 +20,17 @@ from cnnpipe.core.errors import ConfigError
 from cnnpipe.models import available_models, find_architecture
 from cnnpipe.models.schema import (
     RECIPE_KEYS,
+    DeviceCount,
     ImageSide,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     Recipe,
     Section,
+    Strategy,
+    ThreadCount,
     Variant,
+    check_distribution,
     check_recipe,
 )
 from cnnpipe.params.memory import check_training_memory
@@ -201,6 +205,15 @@ class Train(Recipe):
     # refused before any stage runs, instead of being OOM-killed mid-epoch. null: this
     # machine's memory, read when params load. A check, not a setting: no stage reads it.
     max_memory_gb: PositiveFloat | None = None
+    # Where a variant trains (cnnpipe.train.distribute): default, one device, as every
+    # committed model trained; mirrored, the local GPUs (or mirrored_devices logical CPUs);
+    # multi_worker, the machines TF_CONFIG names. The global batch stays batch_size.
+    strategy: Strategy = "default"
+    mirrored_devices: DeviceCount | None = None
+    # TensorFlow's thread pools; null: its default, one per core. They change the weights
+    # bitwise, so they are resolved settings: a change retrains.
+    intra_op_threads: ThreadCount | None = None
+    inter_op_threads: ThreadCount | None = None
 
 
 class Evaluate(Section):
@@ -342,9 +355,11 @@ def _check_export_variants(params: Params) -> None:
 
 def _check_variant_recipe(name: str, variant: Variant, shared: Train) -> None:
     """A variant's own recipe keys can clash with the shared ones (adamw set here, its
-    weight decay left at the shared 0): checked on the merged recipe it will train with."""
+    weight decay left at the shared 0): checked on the merged recipe it will train with;
+    so are its strategy settings."""
     try:
         check_recipe(SimpleNamespace(**variant_recipe(variant, shared)))
+        check_distribution(variant, shared)
     except ValueError as exc:
         raise ConfigError(f"models.{name}: {exc}") from None
 

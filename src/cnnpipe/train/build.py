@@ -25,6 +25,7 @@ from cnnpipe.core.model_card import TrainedAs
 from cnnpipe.core.sampling import labelled_subset
 from cnnpipe.core.shards import ShardSet
 from cnnpipe.models import get_architecture
+from cnnpipe.train.distribute import DEFAULT, MULTI_WORKER, Distribution
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class TrainingPlan:
     labelled: np.ndarray  # indices of the training records the target task learns from
     class_weight: dict[int, float] | None = None
     pretraining: dict[str, Any] = field(default_factory=dict)
+    distribution: Distribution = field(default_factory=Distribution)
 
     @property
     def architecture(self):
@@ -116,23 +118,28 @@ def build_network(config: Mapping[str, Any], input_shape, num_classes: int, prep
 
 
 def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bool = True,
-                  variant: str | None = None) -> TrainingPlan:
-    """Seed, pick the labelled images, resolve what depends on the data, set the initial
-    weights (``weights: pretrain`` runs its source task here unless ``pretrain`` is False,
-    as the learning-rate sweep wants), build the model and its input streams."""
+                  variant: str | None = None, distribute: bool = True) -> TrainingPlan:
+    """Start the variant's strategy (one process alone unless ``distribute``, as the
+    learning-rate sweep wants), seed, pick the labelled images, resolve what depends on the
+    data, set the initial weights (``weights: pretrain`` runs its source task here unless
+    ``pretrain`` is False), build the model and its input streams."""
+    from cnnpipe.train.distribute import start_distribution
     from cnnpipe.train.training import balanced_class_weight, resolve_for_data, seed_everything
 
     config = _plain(config)
     seed = config["seed"]
+    train = config["train"] if distribute else {**config["train"], "strategy": DEFAULT}
+    distribution = start_distribution(train)  # before any op: it configures the runtime
     seed_everything(seed)
     labelled = labelled_subset(data.train.labels, config["train"]["train_images"], seed)
     settings = resolve_for_data(config["train"], len(labelled), len(data.train))
+    settings["batch_size"] = distribution.global_batch(settings["batch_size"])
     class_weight = (
         balanced_class_weight(data.train.labels[labelled], data.num_classes)
         if settings["class_weight"] == "balanced" else None
     )
     depth = label_depth(data.num_classes, settings)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, distribution.scope():
         backbone_weights, pretraining = init_weights(
             config, data, settings, Path(scratch), pretrain=pretrain
         )
@@ -142,7 +149,7 @@ def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bo
         variant=variant or config.get("variant", config["architecture"]),
         config=config,
         settings=settings,
-        trained_as=trained_as(settings, len(labelled), bool(pretraining)),
+        trained_as=trained_as(settings, len(labelled), bool(pretraining), distribution),
         model=model,
         train_ds=training_batches(data.train, settings["batch_size"], seed,
                                   shuffle_buffer_mb=settings["shuffle_buffer_mb"],
@@ -152,6 +159,7 @@ def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bo
         labelled=labelled,
         class_weight=class_weight,
         pretraining=pretraining,
+        distribution=distribution,
     )
 
 
@@ -160,8 +168,10 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
     return to_dict() if to_dict else dict(config)
 
 
-def trained_as(settings: Mapping[str, Any], labelled: int, pretrained: bool) -> TrainedAs:
+def trained_as(settings: Mapping[str, Any], labelled: int, pretrained: bool,
+               distribution: Distribution | None = None) -> TrainedAs:
     return TrainedAs(
+        **(distribution or Distribution()).record(),
         train_images=labelled,
         batch_size=settings["batch_size"],
         epochs=settings["epochs"],
@@ -218,12 +228,24 @@ def _rotation_streams(data: TrainingData, settings, seed: int):
     return rotation_dataset(train, data.train, seed), rotation_dataset(val, data.val, seed + 1)
 
 
-def train_variant(plan: TrainingPlan, callbacks=()):
-    """Fit the plan's model in place (the head, then any fine-tuning of its backbone)."""
+def train_variant(plan: TrainingPlan, callbacks=(), resume=None):
+    """Train the plan's model in place (the head, then any fine-tuning of its backbone).
+
+    ``default`` and ``mirrored`` train with Keras' ``fit``, as every committed model did:
+    moving them to the project's own step would change their weights. ``multi_worker`` runs
+    that step (cnnpipe.train.worker_loop), since ``fit`` fails under it. ``resume`` (a
+    cnnpipe.train.resume.ResumeStore) saves each epoch and resumes with ``fit``; resuming
+    the multi-worker step waits for a later issue.
+    """
     from cnnpipe.train.training import train_model
 
-    return train_model(
-        plan.model, plan.train_ds, plan.val_ds, plan.data.num_classes, plan.settings,
-        images_per_epoch=len(plan.labelled), class_weight=plan.class_weight,
-        callbacks=callbacks, fine_tune=plan.architecture.fine_tune,
-    )
+    if plan.distribution.name == MULTI_WORKER:
+        from cnnpipe.train.worker_loop import train_across_workers
+
+        return train_across_workers(plan, callbacks)
+    with plan.distribution.scope():
+        return train_model(
+            plan.model, plan.train_ds, plan.val_ds, plan.data.num_classes, plan.settings,
+            images_per_epoch=len(plan.labelled), class_weight=plan.class_weight,
+            callbacks=callbacks, fine_tune=plan.architecture.fine_tune, resume=resume,
+        )

@@ -5,6 +5,7 @@ as unchanged."""
 from __future__ import annotations
 
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -16,9 +17,13 @@ from cnnpipe.core.model_card import ModelCard
 
 
 def save_trained(plan, result) -> None:
-    """Everything train@<variant> outputs, from its plan and its training result."""
+    """Everything train@<variant> outputs, from its plan and its training result; on a
+    worker other than the chief, nothing (:func:`save_worker_copy`)."""
     from cnnpipe.train.curves import curve_rows, plot_training_history
 
+    if not plan.distribution.is_chief:
+        save_worker_copy(plan.model)
+        return
     variant = plan.variant
     save_model_files(plan.model, layout.model_file(variant), layout.weights_file(variant))
     model_card(plan).write(layout.model_card(variant))
@@ -31,6 +36,16 @@ def save_trained(plan, result) -> None:
         result.history, layout.image_dir(variant) / "training_curves.png",
         title=variant, fine_tune_start=fine_tune_start,
     )
+
+
+def save_worker_copy(model) -> None:
+    """A worker other than the chief saves as the chief does, since a save under
+    MultiWorkerMirroredStrategy may need every worker (TensorFlow's multi-worker guide saves
+    on all of them), but into a temporary folder outside the repository, removed at once:
+    nothing DVC could take for an output."""
+    with tempfile.TemporaryDirectory(prefix="cnnpipe-worker-") as scratch:
+        save_model_files(model, Path(scratch) / layout.MODEL_FILE,
+                         Path(scratch) / layout.WEIGHTS_FILE)
 
 
 def model_card(plan) -> ModelCard:

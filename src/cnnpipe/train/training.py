@@ -275,7 +275,7 @@ def pretrain_backbone(model, train_ds, val_ds, settings: TrainSettings, epochs: 
     history = fit_phase(
         model, train_ds, val_ds, epochs, 0, settings["early_stopping_patience"], (),
     )
-    _check_finite(history, "pretraining", settings["learning_rate"])
+    check_finite(history, "pretraining", settings["learning_rate"])
     return history
 
 
@@ -293,7 +293,7 @@ class TrainingResult:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-def _check_finite(history: dict[str, list[float]], phase: str, learning_rate: float) -> None:
+def check_finite(history: dict[str, list[float]], phase: str, learning_rate: float) -> None:
     for key in ("loss", "val_loss"):
         for epoch, value in enumerate(history.get(key, []), start=1):
             if not math.isfinite(value):
@@ -322,11 +322,14 @@ def nan_guard():
 
 
 def fit_phase(
-    model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks, class_weight=None
+    model, train_ds, val_ds, epochs, initial_epoch, patience, callbacks, class_weight=None,
+    checkpoint=None,
 ):
     """One ``model.fit`` as every training phase runs it: NaN guard, early stopping on the
     validation loss with the best weights restored, the dataset's own seeded shuffle, and
-    BatchNorm on TensorFlow's fused kernel (cnnpipe.train.fused_norm)."""
+    BatchNorm on TensorFlow's fused kernel (cnnpipe.train.fused_norm). ``checkpoint`` makes
+    the callback that saves each epoch's state from the EarlyStopping one (or None); it runs
+    after it, so that it saves this epoch's counters."""
     import keras
 
     from cnnpipe.train.fused_norm import fused_batch_norm
@@ -338,6 +341,8 @@ def fit_phase(
                 monitor="val_loss", patience=patience, restore_best_weights=True
             )
         )
+    if checkpoint is not None:
+        stop.append(checkpoint(stop[1] if patience > 0 else None))
     with fused_batch_norm():
         fit = model.fit(
             train_ds,
@@ -350,6 +355,7 @@ def fit_phase(
             shuffle=False,
             verbose=2,
         )
+    # A resumed phase that early stopping had already ended runs no epoch and has no history.
     return {key: [float(v) for v in values] for key, values in fit.history.items()}
 
 
@@ -364,18 +370,23 @@ def train_model(
     class_weight: dict[int, float] | None = None,
     callbacks=(),
     fine_tune=None,
+    resume=None,
 ) -> TrainingResult:
     """Train the head (and, with ``fine_tune_epochs`` and the architecture's ``fine_tune``
     split, fine-tune its backbone) in place.
 
     ``train_ds``/``val_ds`` yield batches of (uint8 images, labels): the model normalizes.
+    ``resume`` (a cnnpipe.train.resume.ResumeStore) saves every epoch and goes on from the
+    state it holds, skipping completed phases.
     """
     steps_per_epoch = _steps(train_ds)
     if one_hot_labels(num_classes, settings.get("label_smoothing", 0.0)):
         train_ds = with_one_hot_labels(train_ds, num_classes)
         val_ds = with_one_hot_labels(val_ds, num_classes)
-    phase = _Phases(model, train_ds, val_ds, num_classes, settings, steps_per_epoch,
-                    callbacks, class_weight)
+    from cnnpipe.train.phases import Phases
+
+    phase = Phases(model, train_ds, val_ds, num_classes, settings, steps_per_epoch,
+                    callbacks, class_weight, resume)
     start = time.perf_counter()
     phase.run("head", settings["learning_rate"], settings["epochs"], "training")
     # Only architectures with a fine-tuning split have these keys.
@@ -389,45 +400,14 @@ def train_model(
     return TrainingResult(
         history=phase.history,
         epochs_run=len(phase.phases),
-        best_epoch=_best_epoch(phase.history, phase.phases, settings["early_stopping_patience"]),
+        best_epoch=kept_epoch(phase.history, phase.phases, settings["early_stopping_patience"]),
         train_seconds=seconds,
         images_seen=len(phase.phases) * images_per_epoch,
         phases=phase.phases,
     )
 
 
-@dataclass
-class _Phases:
-    """Consecutive ``fit`` phases on one model, their histories appended."""
-
-    model: Any
-    train_ds: Any
-    val_ds: Any
-    num_classes: int
-    settings: TrainSettings
-    steps_per_epoch: int
-    callbacks: Any
-    class_weight: dict[int, float] | None
-    history: dict[str, list[float]] = field(default_factory=dict)
-    phases: list[str] = field(default_factory=list)
-
-    def run(self, name: str, learning_rate: float, epochs: int, description: str) -> None:
-        # Compiling (again) makes an unfreeze take effect; the schedule restarts per phase.
-        compile_model(
-            self.model, self.num_classes, learning_rate, self.settings,
-            epochs=epochs, steps_per_epoch=self.steps_per_epoch,
-        )
-        history = fit_phase(
-            self.model, self.train_ds, self.val_ds, epochs, len(self.phases),
-            self.settings["early_stopping_patience"], self.callbacks, self.class_weight,
-        )
-        _check_finite(history, description, learning_rate)
-        for key, values in history.items():
-            self.history.setdefault(key, []).extend(values)
-        self.phases += [name] * len(history["loss"])
-
-
-def _best_epoch(history, phases: list[str], patience: int) -> int:
+def kept_epoch(history, phases: list[str], patience: int) -> int:
     """The 1-based epoch whose weights were kept: early stopping restores the best weights
     of the last phase only."""
     if not patience:
