@@ -238,14 +238,34 @@ def soak(variant: str, png: bytes, total: int) -> dict:
 # --- exported formats ---------------------------------------------------------------------
 
 
+def format_runners(variant: str) -> dict:
+    """Each exported format as ``(uint8 batch) -> probabilities``, from models/<v>/export."""
+    import tensorflow as tf
+
+    from cnnpipe.core import layout
+    from cnnpipe.export import formats
+    from cnnpipe.export.savedmodel import PIXELS_INPUT, PIXELS_SIGNATURE, savedmodel_dir
+
+    root = layout.export_dir(variant)
+    version = json.loads((root / "model_card.json").read_text())["export_version"]
+    signature = tf.saved_model.load(str(savedmodel_dir(root, variant, version))).signatures[
+        PIXELS_SIGNATURE]
+    return {
+        "SavedModel serving_uint8": lambda pixels: signature(
+            **{PIXELS_INPUT: tf.constant(pixels)})["probabilities"].numpy(),
+        "ONNX (onnxruntime)": formats.OnnxRunner(root / formats.ONNX_FILE),
+        "LiteRT float": formats.LiteRTRunner(root / formats.LITERT_FLOAT_FILE),
+        "LiteRT dynamic-range": formats.LiteRTRunner(root / formats.LITERT_QUANTIZED_FILE),
+    }
+
+
 def format_rows(variant: str) -> list[dict]:
     from cnnpipe.core import layout
     from cnnpipe.core.shards import ShardSet
-    from cnnpipe.export.formats import format_runners
 
     images = ShardSet(layout.split_dir("test")).read(list(range(256)))
     rows = []
-    for name, run in format_runners(layout.export_dir(variant)).items():
+    for name, run in format_runners(variant).items():
         single = per_call_ms(run, images[:1], 200)
         batch = per_call_ms(run, images, 10)
         rows.append({"format": name, "one_image_ms": round(single, 3),
@@ -269,6 +289,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--soak", type=int, default=10_000)
     parser.add_argument("--skip-formats", action="store_true")
+    parser.add_argument("--formats-variant", default=None,
+                        help="the exported variant whose formats are timed (default: the first "
+                             "directory under models/ with an export/ folder)")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT / "src"))
@@ -279,7 +302,10 @@ def main() -> None:
                    server_rows(args.variant, png, args.requests, levels)))
     print(markdown("Server memory (batching on, concurrency 8)", [soak(args.variant, png, args.soak)]))
     if not args.skip_formats:
-        print(markdown(f"Exported formats, {args.variant}", format_rows(args.variant)))
+        exported = args.formats_variant or next(
+            (p.parent.name for p in sorted(Path("models").glob("*/export"))), None)
+        if exported:
+            print(markdown(f"Exported formats, {exported}", format_rows(exported)))
     print(f"cpu: {platform_cpu()}; cores: {len(os.sched_getaffinity(0))}")
 
 
