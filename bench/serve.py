@@ -21,8 +21,10 @@ so compare within one run):
 - each exported format (SavedModel signatures, ONNX, LiteRT float and quantized): median
   latency of one image and images/s at batch 256.
 
-The load generator (httpx, asyncio) runs on the same two cores as the server, so absolute
-requests/s are a floor; ratios between rows are what the figures are for.
+The load generator runs on the same two cores as the server: wrk (`apt-get install wrk`; C, one
+thread, each level for `--seconds`) when it is installed, else httpx on asyncio (far more CPU a
+request, so the server's figures read lower). Absolute requests/s are a floor; ratios between
+rows of one run are what the figures are for.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -183,7 +186,54 @@ async def _load(url: str, body: bytes | None, requests: int, concurrency: int) -
     }
 
 
-def load(url, body, requests, concurrency) -> dict:
+# wrk's Lua hooks: the request body from a file, and the summary as one JSON line.
+WRK_SCRIPT = """
+local body_file = os.getenv("WRK_BODY")
+if body_file then
+  local f = io.open(body_file, "rb")
+  wrk.method = "POST"
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = "application/json"
+end
+done = function(summary, latency, requests)
+  local failed = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    '{"requests": %d, "failed": %d, "seconds": %f, "p50": %f, "p95": %f, "p99": %f}\\n',
+    summary.requests, failed, summary.duration / 1e6, latency:percentile(50),
+    latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def load_wrk(url: str, body: bytes | None, seconds: int, concurrency: int) -> dict:
+    """wrk (C, one thread) for ``seconds`` from ``concurrency`` connections: the load
+    generator costs the shared cores far less than a Python client would."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script, body_file = Path(tmp, "bench.lua"), Path(tmp, "body.json")
+        script.write_text(WRK_SCRIPT)
+        env = dict(os.environ)
+        if body is not None:
+            body_file.write_bytes(body)
+            env["WRK_BODY"] = str(body_file)
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s",
+             str(script), url], env=env, capture_output=True, text=True,
+            timeout=seconds + 60, check=True).stdout
+    summary = json.loads(out.strip().splitlines()[-1])
+    return {"requests": summary["requests"], "failed": summary["failed"],
+            "requests_per_s": round(summary["requests"] / summary["seconds"], 1),
+            **{f"{p}_ms": round(summary[p] / 1000, 2) for p in ("p50", "p95", "p99")}}
+
+
+def load(url, body, requests, concurrency, seconds: int | None = None) -> dict:
+    """Timed with wrk when it is installed (`apt-get install wrk`) and ``seconds`` is given;
+    otherwise ``requests`` requests from httpx."""
+    if seconds and shutil.which("wrk"):
+        return load_wrk(url, body, seconds, concurrency)
     return asyncio.run(_load(url, body, requests, concurrency))
 
 
@@ -191,7 +241,8 @@ def predict_body(png: bytes) -> bytes:
     return json.dumps({"instances": [{"b64": base64.b64encode(png).decode()}]}).encode()
 
 
-def server_rows(variant: str, png: bytes, requests: int, levels: list[int]) -> list[dict]:
+def server_rows(variant: str, png: bytes, requests: int, levels: list[int],
+                seconds: int | None) -> list[dict]:
     rows = []
     for batching in (True, False):
         server = Server(variant, batching)
@@ -201,14 +252,14 @@ def server_rows(variant: str, png: bytes, requests: int, levels: list[int]) -> l
             load(url, predict_body(png), 100, 8)  # warm the connections and the code paths
             for concurrency in levels:
                 before = server.mean_batch()
-                row = load(url, predict_body(png), requests, concurrency)
+                row = load(url, predict_body(png), requests, concurrency, seconds)
                 after = server.mean_batch()
                 batches = after[1] - before[1]
                 row["mean_batch"] = round((after[0] - before[0]) / batches, 2) if batches else None
                 rows.append({"route": "v1 predict", "batching": batching,
                              "concurrency": concurrency, **row})
             if batching:
-                row = load(f"{server.url}/v2/health/live", None, requests, max(levels))
+                row = load(f"{server.url}/v2/health/live", None, requests, max(levels), seconds)
                 rows.append({"route": "no-op (GET /v2/health/live)", "batching": batching,
                              "concurrency": max(levels), **row})
         finally:
@@ -287,6 +338,9 @@ def main() -> None:
     parser.add_argument("--variant", default="simple_cnn")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--seconds", type=int, default=10,
+                        help="each load level's duration with wrk (when installed); 0 = count "
+                             "--requests with the Python client instead")
     parser.add_argument("--soak", type=int, default=10_000)
     parser.add_argument("--skip-formats", action="store_true")
     parser.add_argument("--formats-variant", default=None,
@@ -299,7 +353,8 @@ def main() -> None:
     png = sample_png(args.variant)
     print(markdown(f"In-process, {args.variant}", in_process(args.variant)))
     print(markdown(f"cnnpipe serve, {args.variant}, {args.requests} one-image requests",
-                   server_rows(args.variant, png, args.requests, levels)))
+                   server_rows(args.variant, png, args.requests, levels,
+                               args.seconds or None)))
     print(markdown("Server memory (batching on, concurrency 8)", [soak(args.variant, png, args.soak)]))
     if not args.skip_formats:
         exported = args.formats_variant or next(

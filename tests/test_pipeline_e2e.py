@@ -38,8 +38,11 @@ def repo(tmp_path_factory):
 
 def test_repro_writes_metrics_and_plots(repo):
     headline = json.loads((repo / "metrics/simple_cnn.json").read_text())
-    assert set(headline) == {"accuracy", "macro_f1", "loss", "ece", "total_params"}
+    assert set(headline) == {"accuracy", "macro_f1", "loss", "ece", "total_params", "above_chance"}
     metrics = {**json.loads((repo / "reports/evaluation/simple_cnn.json").read_text()), **headline}
+    # The flag is the binomial test's verdict against the commonest class (0.1 of 200 here).
+    assert metrics["above_chance"] is (metrics["chance_p"] < 0.05)
+    assert metrics["majority_share"] == pytest.approx(0.1)
     assert metrics["num_test_images"] == 200
     with open(repo / "plots/confusion/simple_cnn.csv", newline="") as handle:
         pairs = list(csv.DictReader(handle))
