@@ -206,3 +206,159 @@ def test_small_shuffle_buffer_is_sized_in_bytes(digit_shards):
     # 1 MiB of 66-byte records is 15,887 images: more than the split, so all of it.
     dataset = digit_shards.dataset(32, shuffle=True, shuffle_buffer_mb=1)
     assert sum(len(b[0]) for b in dataset) == 1797
+
+
+# --- the index reader against the record reader it replaced --------------------------------
+
+
+def _record_reader(split, batch_size, *, shuffle=False, seed=0, shuffle_buffer_mb=256,
+                   subset=None, with_index=False, one_hot=None):
+    """``ShardSet.dataset`` as it was before it ordered indices (commit ea65983): every record
+    its own tf.data element, read, interleaved, shuffled. Kept here only as the reference the
+    index reader must equal byte for byte, so that the committed weights stay the same."""
+    import tensorflow as tf
+
+    files = tf.constant([str(p) for p in split.shard_paths] or [""], tf.string)
+    subset = split._checked_subset(subset)
+    indexed = with_index or subset is not None
+    kept = split.count
+    if subset is not None:
+        mask = np.zeros(split.count, dtype=bool)
+        mask[subset] = True
+        kept = int(mask.sum())
+    record_bytes, per_shard = split.record_bytes, split.records_per_shard
+    shard_count = len(split.shard_paths)
+
+    def shard_records(shard):
+        records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
+        return records.enumerate(start=shard * per_shard) if indexed else records
+
+    shards_ds = tf.data.Dataset.range(shard_count)
+    if shuffle and shard_count > 1:
+        shards_ds = shards_ds.shuffle(shard_count, seed=seed, reshuffle_each_iteration=True)
+    if shuffle:
+        records = shards_ds.interleave(shard_records, cycle_length=min(shard_count, 8) or 1,
+                                       block_length=1)
+    else:
+        records = shards_ds.flat_map(shard_records)
+    if subset is not None:
+        mask_tensor = tf.constant(mask)
+
+        def kept_records(indices, blocks):
+            keep = tf.gather(mask_tensor, indices)
+            return tf.boolean_mask(indices, keep), tf.boolean_mask(blocks, keep)
+
+        records = records.batch(1024).map(kept_records).unbatch()
+    if shuffle:
+        buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // record_bytes))
+        records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    records = records.batch(batch_size)
+    records = records.apply(tf.data.experimental.assert_cardinality(-(-kept // batch_size)))
+
+    def decode(*parts):
+        index, record = parts if indexed else (None, parts[0])
+        raw = tf.io.decode_raw(record, tf.uint8)
+        labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
+        images = tf.reshape(raw[:, shards.LABEL_BYTES:], (-1, *split.image_shape))
+        if one_hot is not None:
+            labels = tf.one_hot(labels, one_hot)
+        return (images, labels, index) if with_index else (images, labels)
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return records.map(decode).prefetch(2).with_options(options)
+
+
+@pytest.fixture(scope="module")
+def layouts(digits, tmp_path_factory):
+    """The digits as one shard, as 3 and as 9 (more than the 8 read side by side, the last one
+    short), and enlarged to 32x32 so that a 1 MiB shuffle buffer (1,022 records) is smaller
+    than the split and streams, and the split (1.8 MB) is read record by record, not mapped."""
+    images, labels = digits
+    root = tmp_path_factory.mktemp("layouts")
+    found = {}
+    for name, per_shard, pixels in [("one", 1797, images), ("three", 700, images),
+                                    ("nine", 200, images),
+                                    ("large", 400, np.kron(images, np.ones((4, 4, 1), np.uint8)))]:
+        with ShardWriter(root / name, pixels.shape[1:], records_per_shard=per_shard) as writer:
+            writer.add_batch(pixels, labels)
+        found[name] = ShardSet(root / name)
+    return found
+
+
+def as_bytes(dataset, epochs_of_one_iterator=1):
+    """Every batch of two passes over ``dataset`` (two iterators, as two epochs of a fit), then
+    ``epochs_of_one_iterator`` epochs of one iterator: each part's dtype, shape and bytes."""
+    passes = [dataset, dataset, dataset.repeat(epochs_of_one_iterator)]
+    return [[tuple((part.dtype.name, tuple(part.shape), part.numpy().tobytes()) for part in batch)
+             for batch in one_pass] for one_pass in passes]
+
+
+READER_CASES = [  # layout, batch, keyword arguments
+    ("one", 64, dict(shuffle=True, seed=0)),
+    ("one", 64, dict(shuffle=True, seed=7, with_index=True, one_hot=10)),
+    ("three", 100, dict(shuffle=True, seed=0, with_index=True)),
+    ("nine", 64, dict(shuffle=True, seed=0, one_hot=10)),
+    ("nine", 128, dict(shuffle=True, seed=7, with_index=True)),
+    ("nine", 50, dict(shuffle=True, seed=7, subset="300", with_index=True)),
+    ("one", 50, dict(shuffle=True, seed=0, subset="300", one_hot=10)),
+    ("large", 64, dict(shuffle=True, seed=3, shuffle_buffer_mb=1, with_index=True)),
+    ("large", 64, dict(shuffle=True, seed=3, shuffle_buffer_mb=1, subset="300")),
+    ("large", 64, dict(shuffle_buffer_mb=1, with_index=True)),  # read, not mapped: 1.8 MB
+    ("large", 100, dict(shuffle_buffer_mb=1, subset="300", one_hot=10)),
+    ("nine", 64, dict()),
+    ("nine", 64, dict(with_index=True, one_hot=10)),
+    ("three", 50, dict(subset="300", with_index=True)),
+    ("one", 1797, dict()),
+]
+
+
+@pytest.mark.parametrize("layout, batch_size, options", READER_CASES)
+def test_index_reader_gives_the_record_readers_batches(digits, layouts, layout, batch_size,
+                                                       options):
+    tf = pytest.importorskip("tensorflow")
+    from cnnpipe.core.sampling import labelled_subset
+
+    split = layouts[layout]
+    options = dict(options)
+    if options.get("subset"):
+        options["subset"] = labelled_subset(digits[1], int(options["subset"]), seed=0)
+    new, old = split.dataset(batch_size, **options), _record_reader(split, batch_size, **options)
+    assert new.element_spec == old.element_spec
+    assert len(new) == len(old)
+    expected = as_bytes(old, 2)
+    assert as_bytes(new, 2) == expected
+    images, labels = digits
+    first = expected[0]
+    assert sum(len(b[0][2]) for b in first) // int(np.prod(split.image_shape)) == (
+        len(np.unique(options["subset"])) if "subset" in options else 1797)
+    if options.get("shuffle"):  # the comparison is of shuffled batches, not of file order
+        assert first != as_bytes(split.dataset(batch_size, **{**options, "shuffle": False}))[0]
+        assert expected[0] != expected[1]  # and each epoch reshuffles
+
+
+def test_index_reader_follows_the_global_seed_as_before(layouts):
+    tf = pytest.importorskip("tensorflow")
+    split = layouts["nine"]
+    try:
+        tf.random.set_seed(1234)  # as the train stage's keras.utils.set_random_seed does
+        new, old = (make(split, 64, shuffle=True, seed=5, with_index=True)
+                    for make in (ShardSet.dataset, _record_reader))
+        seeded = as_bytes(new)
+        assert seeded == as_bytes(old)
+    finally:
+        tf.random.set_seed(None)
+    assert seeded[0] != as_bytes(split.dataset(64, shuffle=True, seed=5, with_index=True))[0]
+
+
+def test_a_truncated_shard_is_one_line(digits, tmp_path):
+    pytest.importorskip("tensorflow")
+    images, labels = digits
+    split = write_arrays(tmp_path / "train", images[:300], labels[:300])
+    shard = split.shard_paths[0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    for shuffle in (True, False):  # the split held in memory, or read from the files
+        with pytest.raises(DataError, match="shard-00000.bin is truncated or too long; rerun"):
+            split.dataset(64, shuffle=shuffle)
+    with pytest.raises(DataError, match="shard-00000.bin is truncated"):
+        ShardSet(tmp_path / "train").read([0, 299])

@@ -5,8 +5,8 @@ A split is a directory::
     shard-00000.bin  shard-00001.bin  ...  labels.npy  index.json
 
 Each record is a 2-byte little-endian uint16 label followed by the H*W*C uint8 pixels
-(row-major HWC). No headers and a fixed length, so ``tf.data.FixedLengthRecordDataset``
-reads the shards natively and numpy can seek straight to record ``i``; shard ``k`` holds
+(row-major HWC). No headers and a fixed length, so a reader can seek straight to record
+``i`` (the tf.data pipeline in :mod:`cnnpipe.core.shard_stream` does); shard ``k`` holds
 records ``k*R .. k*R+R-1`` in the split's order. ``labels.npy`` repeats the labels so that
 counting classes or drawing a subset never touches the pixels.
 
@@ -37,7 +37,6 @@ MAX_LABEL = 2 ** (8 * LABEL_BYTES) - 1
 TARGET_SHARD_BYTES = 32 * 2**20
 INDEX_FILE = "index.json"
 PREFETCH_BATCHES = 2  # one batch ready while the model works on the other
-SUBSET_FILTER_BLOCK = 1024  # records per vectorized subset check
 LABELS_FILE = "labels.npy"
 
 
@@ -288,17 +287,27 @@ class ShardSet:
     def _records_to_images(self, records: np.ndarray) -> np.ndarray:
         return records[:, LABEL_BYTES:].reshape(len(records), *self.image_shape)
 
+    def gather_records(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 (k, record_bytes) records at int64 ``indices`` (in range), in that order: one
+        read for a run of consecutive records, else one ``preadv`` straight into each row."""
+        records = np.empty((len(indices), self.record_bytes), np.uint8)
+        view = memoryview(records).cast("B")
+        if len(indices) and (np.diff(indices) == 1).all():
+            self._read_span(int(indices[0]), int(indices[-1]) + 1, view)
+            return records
+        size = self.record_bytes
+        shards, offsets = np.divmod(indices, self.records_per_shard)
+        for row, (shard, offset) in enumerate(zip(shards.tolist(), (offsets * size).tolist())):
+            if os.preadv(self._fd(shard), [view[row * size : (row + 1) * size]], offset) != size:
+                raise DataError(f"{self.shard_paths[shard]} is truncated; rerun the prepare stage")
+        return records
+
     def read(self, indices) -> np.ndarray:
         """uint8 (k, H, W, C) images of the records at ``indices``, in the order given."""
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if len(indices) and (indices.min() < 0 or indices.max() >= self.count):
             raise IndexError(f"record index out of range 0..{self.count - 1}")
-        records = np.empty((len(indices), self.record_bytes), np.uint8)
-        view = memoryview(records).cast("B")
-        for row, index in enumerate(indices):
-            base = row * self.record_bytes
-            self._read_span(int(index), int(index) + 1, view[base : base + self.record_bytes])
-        return np.ascontiguousarray(self._records_to_images(records))
+        return np.ascontiguousarray(self._records_to_images(self.gather_records(indices)))
 
     def iter_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(uint8 images (B, H, W, C), int32 labels (B,)) in record order; memory ~ one batch."""
@@ -326,43 +335,20 @@ class ShardSet:
         (a class count) the labels come as float32 one-hot rows (B, one_hot), converted in
         the same step that decodes the batch: a separate map would add a stage and a thread.
 
-        Shuffling mixes at two levels: the shard order (reshuffled each epoch) and a buffer of
-        serialized records sized in bytes, so its memory does not grow with the data set.
-        ``subset`` keeps only those record indices (before shuffling). The same seed gives
-        the same batches in the same order.
+        Shuffling mixes at two levels: the shard order (reshuffled each epoch) and a buffer
+        whose element count is what ``shuffle_buffer_mb`` of records would hold; it holds
+        their 8-byte indices, and each batch's records are read in one step. ``subset`` keeps
+        only those record indices (before shuffling). The same seed gives the same batches in
+        the same order.
         """
         import tensorflow as tf
 
-        files = tf.constant([str(p) for p in self.shard_paths] or [""], tf.string)
-        subset = self._checked_subset(subset)
-        # Record indices cost an extra tensor per record: carried only when asked for.
-        indexed = with_index or subset is not None
+        from cnnpipe.core import shard_stream
 
-        kept = self.count
-        if subset is not None:
-            mask = np.zeros(self.count, dtype=bool)
-            mask[subset] = True
-            kept = int(mask.sum())
-            mask_tensor = tf.constant(mask)
-
-        records = self._record_stream(tf, files, shuffle, seed, indexed)
-        if subset is not None:
-            records = keep_masked_records(tf, records, mask_tensor)
-        if shuffle:
-            buffer = max(1, min(kept, shuffle_buffer_mb * 2**20 // self.record_bytes))
-            records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        records = records.batch(batch_size)
-        # File-backed and filtered datasets have unknown length; stating it lets Keras size
-        # its epochs and progress instead of warning that the input "ran out of data".
-        records = records.apply(tf.data.experimental.assert_cardinality(-(-kept // batch_size)))
-
-        # Nothing here is autotuned, and tf.data's autotuning thread costs time anyway: it wakes
-        # after 10, 20, 40, ... ms, and tearing an iterator down waits for its next wake-up,
-        # which stretched a 4-second epoch or evaluation pass to 5.12 s (bench/RESULTS.md).
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        decode = batch_decoder(tf, self.image_shape, indexed, with_index, one_hot)
-        return records.map(decode).prefetch(PREFETCH_BATCHES).with_options(options)
+        return shard_stream.batches(
+            tf, self, batch_size, shuffle=shuffle, seed=seed, shuffle_buffer_mb=shuffle_buffer_mb,
+            subset=self._checked_subset(subset), with_index=with_index, one_hot=one_hot,
+        )
 
     def _checked_subset(self, subset) -> np.ndarray | None:
         """``subset`` as int64 record indices, or None when it names every record."""
@@ -374,63 +360,6 @@ class ShardSet:
         if len(np.unique(subset)) == self.count:
             return None  # every record: no filter to pay for
         return subset
-
-    def _record_stream(self, tf, files, shuffle: bool, seed: int, indexed: bool):
-        """The serialized records of every shard, (index, record) pairs when ``indexed``; in
-        record order, or from shuffled shards interleaved when ``shuffle``."""
-        record_bytes = self.record_bytes
-        per_shard = self.records_per_shard
-        shard_count = len(self.shard_paths)
-
-        def shard_records(shard):
-            records = tf.data.FixedLengthRecordDataset(tf.gather(files, shard), record_bytes)
-            if not indexed:
-                return records
-            return records.enumerate(start=shard * per_shard)
-
-        shards = tf.data.Dataset.range(shard_count)
-        if shuffle and shard_count > 1:
-            shards = shards.shuffle(shard_count, seed=seed, reshuffle_each_iteration=True)
-        # No parallel reads or maps, and a fixed prefetch: on 2 cores, tf.data's extra threads
-        # preempt the training step's own and cost up to half its speed (bench/RESULTS.md),
-        # while reading from the page cache and decoding whole batches is cheap anyway.
-        if shuffle:
-            # Sequential interleave is deterministic already (``deterministic`` only matters
-            # with num_parallel_calls, and TensorFlow warns when it is passed without).
-            return shards.interleave(
-                shard_records, cycle_length=min(shard_count, 8) or 1, block_length=1,
-            )
-        return shards.flat_map(shard_records)  # one shard after the other: record order
-
-
-def keep_masked_records(tf, records, mask_tensor):
-    """The (index, record) pairs whose index ``mask_tensor`` marks."""
-
-    def kept_records(indices, records):
-        keep = tf.gather(mask_tensor, indices)
-        return tf.boolean_mask(indices, keep), tf.boolean_mask(records, keep)
-
-    # Filtered a block at a time: a per-record `filter` call cost about 35 us a record
-    # (54,000 records per epoch for a 10,000-image subset), more than reading it.
-    return records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
-
-
-def batch_decoder(tf, shape: tuple[int, int, int], indexed: bool, with_index: bool,
-                   one_hot: int | None = None):
-    """The map function turning a batch of serialized records into (images, labels[, index])."""
-
-    def decode(*parts):
-        index, record = parts if indexed else (None, parts[0])
-        raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
-        labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
-        images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
-        if one_hot is not None:
-            labels = tf.one_hot(labels, one_hot)
-        if with_index:
-            return images, labels, index
-        return images, labels
-
-    return decode
 
 
 def write_arrays(

@@ -190,8 +190,9 @@ class Train(Recipe):
     batch_size: PositiveInt = 128
     learning_rate: PositiveFloat = 0.002
     early_stopping_patience: NonNegativeInt = 3
-    # Sized in memory, not images: the buffer holds raw records, so 256 MB is all of
-    # Fashion-MNIST but about 1,700 photos of 224x224, whatever the data set's size.
+    # Sized in memory, not images: the buffer shuffles as many records as 256 MB holds, all of
+    # Fashion-MNIST but about 1,700 photos of 224x224, whatever the data set's size (a split
+    # within it is held in memory for the training reader; cnnpipe.core.shard_stream).
     shuffle_buffer_mb: PositiveInt = 256
     # Small data sets get smaller batches (down to 16) so each epoch has this many updates;
     # with ten steps an epoch BatchNorm's statistics never settle. 0 keeps batch_size.

@@ -29,7 +29,8 @@ from functools import partial
 import numpy as np
 
 from cnnpipe.core.errors import DataError
-from cnnpipe.core.shards import PREFETCH_BATCHES, ShardSet, batch_decoder, keep_masked_records
+from cnnpipe.core.shard_stream import SUBSET_FILTER_BLOCK
+from cnnpipe.core.shards import LABEL_BYTES, PREFETCH_BATCHES, ShardSet
 
 
 def worker_share(shards: ShardSet, subset, workers: int, worker: int):
@@ -79,6 +80,30 @@ def worker_records(tf, shards: ShardSet, subset, workers: int, worker: int,
     return records.map(lambda index, record: record), count
 
 
+def keep_masked_records(tf, records, mask_tensor):
+    """The (index, record) pairs whose index ``mask_tensor`` marks, filtered a block at a
+    time (a per-record `filter` call costs more than reading the record)."""
+
+    def kept_records(indices, records):
+        keep = tf.gather(mask_tensor, indices)
+        return tf.boolean_mask(indices, keep), tf.boolean_mask(records, keep)
+
+    return records.batch(SUBSET_FILTER_BLOCK).map(kept_records).unbatch()
+
+
+def batch_decoder(tf, shape: tuple[int, int, int], one_hot: int | None = None):
+    """A batch of serialized records -> (uint8 images, labels), as the shard format lays
+    them out: a little-endian uint16 label, then the pixels."""
+
+    def decode(record):
+        raw = tf.io.decode_raw(record, tf.uint8)  # (B, record_bytes)
+        labels = tf.cast(raw[:, 0], tf.int32) + 256 * tf.cast(raw[:, 1], tf.int32)
+        images = tf.reshape(raw[:, LABEL_BYTES:], (-1, *shape))
+        return images, (labels if one_hot is None else tf.one_hot(labels, one_hot))
+
+    return decode
+
+
 def _finish(tf, batches):
     """Prefetched, without tf.data's autotuning thread (as ShardSet.dataset, for its reasons)."""
     options = tf.data.Options()
@@ -95,7 +120,7 @@ def training_stream(context, *, shards, subset, global_batch, seed, buffer_mb, o
     buffer = max(1, min(count, buffer_mb * 2**20 // shards.record_bytes))
     records = records.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     batches = records.batch(context.get_per_replica_batch_size(global_batch), drop_remainder=True)
-    return _finish(tf, batches.map(batch_decoder(tf, shards.image_shape, False, False, one_hot)))
+    return _finish(tf, batches.map(batch_decoder(tf, shards.image_shape, one_hot)))
 
 
 def validation_stream(context, *, shards, global_batch, steps, one_hot):
@@ -109,7 +134,7 @@ def validation_stream(context, *, shards, global_batch, steps, one_hot):
     per_worker = per_replica * context.num_replicas_in_sync // context.num_input_pipelines
     empty = tf.data.Dataset.from_tensors((tf.constant(b"\0" * shards.record_bytes), 0.0))
     weighted = records.map(lambda record: (record, 1.0)).concatenate(empty.repeat())
-    decode = batch_decoder(tf, shards.image_shape, False, False, one_hot)
+    decode = batch_decoder(tf, shards.image_shape, one_hot)
     batches = weighted.take(steps * per_worker).batch(per_replica)
     return _finish(tf, batches.map(lambda records, weights: (*decode(records), weights)))
 
