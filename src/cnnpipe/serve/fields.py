@@ -19,8 +19,9 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "batching": (True, "gather concurrent requests into one model call; off runs each "
                  "request alone"),
     "max_batch_size": (32, "most images in one model call when batching"),
-    "max_latency_ms": (5.0, "longest wait, after a request arrives, for others to join its "
-                       "batch"),
+    "max_latency_ms": (0.0, "longest wait, after a request arrives, for others to join its "
+                       "batch; 0 batches what queued while the model was busy, so a lone "
+                       "request never waits"),
     "max_body_mb": (20.0, "largest request body, in MiB; a larger one gets 413 before it is "
                     "read"),
     "max_images_per_request": (256, "most images in one request; more gets 413"),

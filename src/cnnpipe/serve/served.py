@@ -16,6 +16,7 @@ are the parallelism. Decoding runs in a separate pool, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -168,6 +169,9 @@ class ServedModels:
 
     def _mark_ready(self, model: ServedModel, trained: TrainedVariant) -> None:
         model.trained = trained
+        # TensorFlow and Keras leave millions of long-lived objects; frozen, the collector's
+        # full passes no longer walk them while requests wait.
+        gc.freeze()
         model.ready = True
         self.metrics.ready.labels(model=model.name).set(1)
         log.info("model %s ready (%s)", model.name, model.folder)
