@@ -25,7 +25,6 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from cnnpipe.serve.errors import ApiError
 from cnnpipe.serve.inputs import (
     bad_request,
     check_count,
@@ -34,15 +33,11 @@ from cnnpipe.serve.inputs import (
     parse_json,
     pixel_array,
 )
-from cnnpipe.serve.served import ServedModel, ServedModels
+from cnnpipe.serve.served import ServedModel, requested_model, served_models
 
 router = APIRouter()
 OUTPUT_NAMES = ("probabilities", "classes", "predicted_class")
 BASE64_CONTENT_TYPES = (None, "base64")
-
-
-def _models(request: Request) -> ServedModels:
-    return request.app.state.models
 
 
 def _server_version() -> str:
@@ -64,18 +59,15 @@ async def live() -> dict:
 
 @router.get("/v2/health/ready")
 async def server_ready(request: Request) -> JSONResponse:
-    ready = _models(request).ready
+    ready = served_models(request).ready
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 def _model(request: Request, name: str, model_version: str | None = None) -> ServedModel:
-    models = _models(request)
-    model = models.get(name)
-    if model_version is not None and model_version != models.settings.model_version:
-        raise ApiError(404, f"model {name} has no version {model_version}; it serves version "
-                       f"{models.settings.model_version}", "unknown_model")
-    request.state.model = name
-    return model
+    served = served_models(request).settings.model_version
+    return requested_model(request, name, model_version,
+                           f"model {name} has no version {model_version}; it serves version "
+                           f"{served}")
 
 
 @router.get("/v2/models/{name}")
@@ -85,7 +77,7 @@ async def model_metadata(request: Request, name: str, model_version: str | None 
     rows, classes = -1, len(model.class_names)
     return {
         "name": name,
-        "versions": [_models(request).settings.model_version],
+        "versions": [served_models(request).settings.model_version],
         "platform": "tensorflow_keras",
         "inputs": [
             {"name": "images", "datatype": "BYTES", "shape": [rows]},
@@ -111,7 +103,7 @@ async def model_ready(request: Request, name: str, model_version: str | None = N
 @router.post("/v2/models/{name}/versions/{model_version}/infer")
 async def infer(request: Request, name: str, model_version: str | None = None) -> JSONResponse:
     model = _model(request, name, model_version)
-    models = _models(request)
+    models = served_models(request)
     payload, wanted, images = await models.run_in_pool(
         _parse, await request.body(), model, models.settings.max_images_per_request)
     request.state.images = len(images)

@@ -190,3 +190,21 @@ class ServedModels:
                 await model.batcher.stop()
         self.decoding.shutdown(wait=False, cancel_futures=True)
         self.inference.shutdown(wait=False, cancel_futures=True)
+
+
+def served_models(request) -> ServedModels:
+    """The models the application serves (``create_app`` puts them on its state)."""
+    return request.app.state.models
+
+
+def requested_model(request, name: str, model_version: str | None,
+                    unknown_version: str) -> ServedModel:
+    """Model ``name`` (404 when not served) at ``model_version`` (any when None; 404 with the
+    protocol's own ``unknown_version`` message when it is not the served one), named on the
+    request for the access log."""
+    models = served_models(request)
+    model = models.get(name)
+    if model_version is not None and model_version != models.settings.model_version:
+        raise ApiError(404, unknown_version, "unknown_model")
+    request.state.model = name
+    return model

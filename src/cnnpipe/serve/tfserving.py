@@ -22,7 +22,6 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from cnnpipe.serve.errors import ApiError
 from cnnpipe.serve.inputs import (
     bad_request,
     check_count,
@@ -31,24 +30,16 @@ from cnnpipe.serve.inputs import (
     parse_json,
     pixel_array,
 )
-from cnnpipe.serve.served import ServedModel, ServedModels
+from cnnpipe.serve.served import ServedModel, requested_model, served_models
 
 router = APIRouter()
 SIGNATURE_INPUTS = {"serving_default": "images", "serving_uint8": "pixels"}
 
 
-def _models(request: Request) -> ServedModels:
-    return request.app.state.models
-
-
 def _model(request: Request, name: str, model_version: str | None) -> ServedModel:
-    models = _models(request)
-    model = models.get(name)
-    if model_version is not None and model_version != models.settings.model_version:
-        raise ApiError(404, f"Servable not found for request: Specific({name}, {model_version})",
-                       "unknown_model")
-    request.state.model = name
-    return model
+    # TF Serving's own wording, so a client written against it recognizes the answer.
+    return requested_model(request, name, model_version,
+                           f"Servable not found for request: Specific({name}, {model_version})")
 
 
 @router.get("/v1/models/{name}")
@@ -56,7 +47,7 @@ def _model(request: Request, name: str, model_version: str | None) -> ServedMode
 async def model_status(request: Request, name: str, model_version: str | None = None) -> dict:
     model = _model(request, name, model_version)
     return {"model_version_status": [{
-        "version": _models(request).settings.model_version,
+        "version": served_models(request).settings.model_version,
         "state": "AVAILABLE" if model.ready else "LOADING",
         "status": {"error_code": "OK", "error_message": ""},
     }]}
@@ -80,7 +71,7 @@ async def model_metadata(request: Request, name: str, model_version: str | None 
     }
     return {
         "model_spec": {"name": name, "signature_name": "",
-                       "version": _models(request).settings.model_version},
+                       "version": served_models(request).settings.model_version},
         "metadata": {"signature_def": {"signature_def": {
             signature: {"inputs": inputs, "outputs": outputs,
                         "method_name": "tensorflow/serving/predict", "defaults": {}}
@@ -98,7 +89,7 @@ def _tensor(dtype: str, dims: list[int], tensor_name: str) -> dict:
 @router.post("/v1/models/{name}/versions/{model_version}:predict")
 async def predict(request: Request, name: str, model_version: str | None = None):
     model = _model(request, name, model_version)
-    models = _models(request)
+    models = served_models(request)
     images, columnar = await models.run_in_pool(
         _request_images, await request.body(), model, models.settings.max_images_per_request)
     request.state.images = len(images)
