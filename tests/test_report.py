@@ -126,7 +126,7 @@ def test_paired_change_matches_mcnemar_exact_by_hand():
     assert change["delta"] == pytest.approx(0.008)
     # Two-sided exact binomial on 2 of 12 discordant pairs: 2 * (1 + 12 + 66) / 2**12.
     assert change["p_value"] == pytest.approx(2 * 79 / 4096)
-    assert change["real"] and change["low"] < 0.008 < change["high"]
+    assert change["differs"] and change["low"] < 0.008 < change["high"]
     spread = ((12 / 1000 - 0.008**2) / 1000) ** 0.5
     assert change["high"] - change["low"] == pytest.approx(2 * 1.959964 * spread, rel=1e-5)
     with pytest.raises(ValueError, match="test sets differ"):
@@ -144,18 +144,18 @@ def _predictions_with(now_right: int, now_wrong: int, n: int = 1000):
 
 
 def test_holm_corrects_for_testing_every_variant_at_once():
-    """Nine variants: one p of 0.03 alone is "real" at 0.05, not once corrected for nine."""
+    """Nine variants: one p of 0.03 alone is under 0.05, not once corrected for nine."""
     predictions = {f"v{i}": _predictions_with(3 + i % 2, 3) for i in range(8)}
     predictions["lucky"] = _predictions_with(12, 3)
     tests = report.significance(predictions)
     lucky = tests["lucky"]
     assert 0.01 < lucky["p_value"] < 0.05
     assert lucky["p_holm"] == pytest.approx(min(1.0, 9 * lucky["p_value"]))
-    assert not lucky["real"]
-    assert all(t["p_holm"] >= t["p_value"] and not t["real"] for t in tests.values())
+    assert not lucky["differs"]
+    assert all(t["p_holm"] >= t["p_value"] and not t["differs"] for t in tests.values())
     # A strong change survives the correction.
     predictions["strong"] = _predictions_with(60, 3)
-    assert report.significance(predictions)["strong"]["real"]
+    assert report.significance(predictions)["strong"]["differs"]
 
 
 def _collected_with_two_variants():
@@ -167,7 +167,12 @@ def _collected_with_two_variants():
     return report.Collected(base="main", commit="abc1234", params={}, metrics=metrics, plots={})
 
 
-def test_markdown_marks_noise_and_leaves_out_unchanged_variants():
+def _cells(text: str, variant: str) -> list[str]:
+    row = next(line for line in text.splitlines() if line.startswith(f"| {variant} |"))
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def test_markdown_shows_mcnemar_beside_the_verdict_and_leaves_out_unchanged_variants():
     labels = np.arange(1000) % 10
     base_a = np.where(np.arange(1000) < 900, labels, (labels + 1) % 10)
     new_a = base_a.copy()
@@ -180,9 +185,10 @@ def test_markdown_marks_noise_and_leaves_out_unchanged_variants():
     text = report.render_markdown(collected, report.variant_metrics(collected.metrics), [], [],
                                   omitted=0, assets_name="r", leaderboard=None, transfer=None,
                                   tests=tests)
-    row = next(line for line in text.splitlines() if line.startswith("| a |"))
-    assert "+0.30 pp" in row and "0.45" in row and "within noise" in row
-    assert "5 / 2" in row
+    cells = _cells(text, "a")
+    assert cells[3] == "+0.30 pp" and cells[8:11] == ["0.45", "0.45", "5 / 2"]
+    # No noise record was given: McNemar's p alone gives no verdict.
+    assert cells[7] == "no noise record at `main`: `python bench/training_noise.py` measures it"
     assert "### b" not in text and "| b |" not in text
     assert "Unchanged (same predictions or same metrics as `main`, not listed): b." in text
 
@@ -194,8 +200,9 @@ def test_markdown_without_base_predictions_shows_deltas_without_a_test():
     text = report.render_markdown(collected, report.variant_metrics(collected.metrics), [], [],
                                   omitted=0, assets_name="r", leaderboard=None, transfer=None,
                                   tests=tests)
-    row = next(line for line in text.splitlines() if line.startswith("| a |"))
-    assert "+0.30 pp" in row and "no test: `main` stored no predictions" in row
+    cells = _cells(text, "a")
+    assert cells[3] == "+0.30 pp" and cells[8:] == ["n/a"] * 4
+    assert "No McNemar test for a: `main` stored no predictions." in text
     assert "| accuracy | 0.9000 | 0.9030 | +0.0030 |" in text
     assert "### b" not in text  # same headline numbers, nothing to say
 
@@ -259,10 +266,11 @@ def test_report_on_a_one_param_change_tests_that_variant_only(changed_repo, tmp_
     verdict = _section(text, "## Is the change real?")
     (row,) = [line for line in verdict.splitlines() if line.startswith("| simple_cnn |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert re.fullmatch(r"[+-]\d+\.\d\d pp to [+-]\d+\.\d\d pp", cells[4]), row  # interval
-    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[5]), row  # McNemar p-value
-    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[6]), row  # Holm-adjusted
-    assert "real change" in cells[8] or "within noise" in cells[8]
+    assert re.fullmatch(r"[+-]\d+\.\d\d pp to [+-]\d+\.\d\d pp", cells[11]), row  # interval
+    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[8]), row  # McNemar p-value
+    assert re.fullmatch(r"< 0\.001|\d\.?\d*(e-\d+)?", cells[9]), row  # Holm-adjusted
+    # HEAD~1 committed no training-noise record: no verdict, and the way to get one.
+    assert cells[7].startswith("no noise record at `HEAD~1`"), row
     # The untouched variant kept its predictions: no rows, one mention.
     assert "narrow_cnn |" not in verdict and "### narrow_cnn" not in text
     assert "not listed): narrow_cnn." in text

@@ -12,9 +12,11 @@ from cnnpipe.core.io import write_text
 from cnnpipe.report.changes import changed_params, variant_metrics
 from cnnpipe.report.dvc_reading import collect
 from cnnpipe.report.markdown import render_markdown
+from cnnpipe.report.noise import at_revision, read_noise_record, settings_fingerprint
 from cnnpipe.report.plots import changed_plots, render_plots
 from cnnpipe.report.revisions import ReportError
-from cnnpipe.report.significance import significance
+from cnnpipe.report.significance import significance, unchanged_variants
+from cnnpipe.report.verdict import judge_changes
 
 MAX_PLOTS = 12  # a report with more images than this is scrolled past, not read
 ASSETS_MARKER = ".cnnpipe-report"  # marks an assets folder this module may replace
@@ -63,16 +65,19 @@ def write_report(
             changes = changed_plots(collected.plots)
             shown = changes[:max_plots]
             rendered = render_plots(shown, staging, collected.base)
+        variants, tests = variant_metrics(collected.metrics), significance(collected.predictions)
+        verdicts = _judged_changes(repo, collected.base, variants, tests)
         markdown = render_markdown(
             collected,
-            variant_metrics(collected.metrics),
+            variants,
             changed_params(collected.params),
             rendered,
             omitted=len(changes) - len(shown),
             assets_name=assets.name,
             leaderboard=_read_optional(repo / "reports/leaderboard.md"),
             transfer=_read_optional(repo / "reports/transfer.md"),
-            tests=significance(collected.predictions),
+            tests=tests,
+            changes=verdicts,
         )
         has_files = any(item["files"] for item in rendered)
         if has_files:
@@ -87,14 +92,27 @@ def write_report(
         "assets": str(assets) if has_files else None,
         "changed_params": len(changed_params(collected.params)),
         "changed_plots": len(changes), "plots_shown": len(shown),
+        "unchanged": unchanged_variants(variants, tests),
+        "verdicts": {variant: change["verdict"] for variant, change in verdicts.items()},
+        "accuracy_changes": verdicts,
     }
+
+
+def _judged_changes(repo: Path, base: str, variants: dict, tests: dict) -> dict[str, dict]:
+    """Each changed variant's verdict against the training-noise record the base commits,
+    used only where it was measured on the base's own settings."""
+    base_files = at_revision(repo, base)
+    fingerprints = {variant: settings_fingerprint(base_files, variant) for variant in variants}
+    return judge_changes(variants, tests, read_noise_record(base_files), fingerprints)
 
 
 REPORT_DESCRIPTION = """\
 Compare the workspace with a git revision and write a Markdown report: changed params; for
-each variant whose predictions changed, the accuracy delta with a 95% interval and McNemar's
-exact p-value on the same test images, Holm-corrected for testing every variant at once
-(marked "within noise" when the corrected p >= 0.05); the headline
+each variant whose results changed, the accuracy delta and a verdict: "real change" only when
+it beats the training noise that bench/training_noise.py recorded at the base (the spread of
+test accuracy over retrains with other seeds; Student's t, Holm-corrected across variants,
+p < 0.05), with McNemar's exact test beside it (do these two models differ on these test
+images?) and a 95% interval; the headline
 metrics (accuracy, macro_f1, loss, ece, total_params, train_seconds) with old, new and
 delta; the workspace's leaderboard and transfer table, and PNG images of the
 plots whose data changed (at most --max-plots), saved in a folder beside the report
@@ -129,4 +147,9 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"wrote {summary['out']} (workspace vs {summary['base']} at {summary['commit']}: "
           f"{summary['changed_params']} params changed, {summary['changed_plots']} plots "
           f"changed, {summary['plots_shown']} shown)")
+    by_verdict: dict[str, list[str]] = {}
+    for variant, verdict in summary["verdicts"].items():
+        by_verdict.setdefault(verdict, []).append(variant)
+    for verdict, names in sorted(by_verdict.items()):
+        print(f"{verdict}: {', '.join(names)}")
     return 0

@@ -6,7 +6,9 @@ import json
 
 from cnnpipe.report.changes import KEY_METRICS
 from cnnpipe.report.dvc_reading import Collected
+from cnnpipe.report.noise import MEASURE_COMMAND, MIN_RUNS, NOISE_RECORD
 from cnnpipe.report.significance import ALPHA, unchanged_variants
+from cnnpipe.report.verdict import REAL, judge_changes
 
 
 def _show(value) -> str:
@@ -43,9 +45,13 @@ def render_markdown(
     leaderboard: str | None,
     transfer: str | None,
     tests: dict[str, dict] | None = None,
+    changes: dict[str, dict] | None = None,
 ) -> str:
+    """``changes`` is :func:`judge_changes`'s verdicts; without it, no noise record is used."""
     base = collected.base
     tests = tests or {}
+    if changes is None:
+        changes = judge_changes(variants, tests, None, {})
     unchanged = unchanged_variants(variants, tests)
     shown = {v: info for v, info in variants.items() if v not in unchanged}
     out = [
@@ -59,7 +65,7 @@ def render_markdown(
         "",
         *_params_section(params),
         "", "## Is the change real?", "",
-        *_significance_section(shown, tests, base),
+        *_significance_section(shown, changes, base),
         "", "## Metrics", "",
         *_metrics_section(variants, shown, unchanged, base),
         *_workspace_tables(leaderboard, transfer),
@@ -170,49 +176,111 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.2f} pp"
 
 
-def _p(value: float) -> str:
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.2g}" if value >= 0.001 else "< 0.001"
 
 
-def _significance_section(variants: dict[str, dict], tests: dict[str, dict], base: str) -> list[str]:
-    """One row per variant with something to report: accuracy delta, its 95% interval,
-    McNemar's p-value and a verdict; variants without paired predictions get the delta only."""
-    rows, notes = [], []
-    for variant, info in variants.items():
-        test = tests.get(variant, {"status": "no_base"})
-        accuracy = next((r for r in info["rows"] if r["metric"] == "accuracy"), None)
-        if test["status"] == "compared":
-            verdict = ("**real change**" if test["real"] else
-                       f"within noise (Holm p >= {ALPHA})")
-            rows.append(
-                f"| {variant} | {test['old']:.4f} | {test['new']:.4f} | {_pct(test['delta'])} | "
-                f"{_pct(test['low'])} to {_pct(test['high'])} | {_p(test['p_value'])} | "
-                f"{_p(test['p_holm'])} | {test['now_right']} / {test['now_wrong']} | {verdict} |")
-        elif accuracy is not None and accuracy["delta"] is not None:
-            reason = {"no_base": f"`{base}` stored no predictions",
-                      "no_workspace": "the workspace has no predictions (run `dvc repro`)",
-                      "unpaired": test.get("reason", "")}.get(test["status"], "")
-            rows.append(f"| {variant} | {accuracy['old']:.4f} | {accuracy['new']:.4f} | "
-                        f"{_pct(accuracy['delta'])} | n/a | n/a | n/a | n/a | no test: {reason} |")
-        elif info["status"] in ("new", "removed"):
-            notes.append(f"{variant} is {info['status']}: nothing to compare.")
+def _verdict_cell(change: dict, base: str) -> str:
+    if change["noise"]["status"] != "judged":
+        return f"no noise record at `{base}`: `{MEASURE_COMMAND}` measures it"
+    return f"**{REAL}**" if change["verdict"] == REAL else change["verdict"]
+
+
+def _change_row(variant: str, change: dict, base: str) -> str:
+    noise, test = change["noise"], change["mcnemar"]
+    judged = noise["status"] == "judged"
+    spread = f"{noise['std'] * 100:.2f} pp ({noise['runs']} runs)" if judged else "n/a"
+    if test["status"] == "compared":
+        mcnemar = [_p(test["p_value"]), _p(test["p_holm"]),
+                   f"{test['now_right']} / {test['now_wrong']}",
+                   f"{_pct(test['low'])} to {_pct(test['high'])}"]
+    else:
+        mcnemar = ["n/a"] * 4
+    cells = [variant, f"{change['old']:.4f}", f"{change['new']:.4f}", _pct(change["delta"]),
+             spread, _p(noise.get("p_value")), _p(noise.get("p_holm")),
+             _verdict_cell(change, base), *mcnemar]
+    return "| " + " | ".join(cells) + " |"
+
+
+SIGNIFICANCE_HEADER = [
+    "| variant | old accuracy | new accuracy | delta | training noise s (runs) | noise p | "
+    "noise Holm p | verdict | McNemar p | McNemar Holm p | now right / now wrong | "
+    "95% interval |",
+    "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+]
+
+# Why a variant's row gives no verdict, in the note above the table.
+UNJUDGED_REASONS = {
+    "no_record": "no entry in `{record}`",
+    "other_settings": "recorded for other settings than `{base}`'s",
+    "too_few_runs": f"fewer than {MIN_RUNS} runs recorded",
+    "no_spread": "every recorded run scored the same (more seeds measure the spread)",
+}
+
+
+def _explanation(base: str) -> list[str]:
+    return [
+        f"Test accuracy, `{base}` against the workspace. The verdict answers whether the "
+        "change beats the noise of training: the delta against s, the standard deviation of "
+        f"test accuracy over retrains of `{base}`'s settings with other seeds (`{NOISE_RECORD}` "
+        f"at `{base}`, written by `{MEASURE_COMMAND}`), as t = delta / (s * sqrt(2)) with "
+        "runs - 1 degrees of freedom, Holm-corrected for judging every variant at once; "
+        f"**{REAL}** only when that p < {ALPHA}.",
+        "",
+        "McNemar's exact test answers whether these two trained models differ on these test "
+        "images (on the images exactly one of them gets right: now right / now wrong, with "
+        "the 95% interval of the paired difference); two retrains of the same settings "
+        "differ too, so it does not decide the verdict.",
+    ]
+
+
+def _unjudged_note(changes: dict[str, dict], base: str) -> list[str]:
+    by_reason: dict[str, list[str]] = {}
+    for variant, change in changes.items():
+        if change["noise"]["status"] != "judged":
+            by_reason.setdefault(change["noise"]["status"], []).append(variant)
+    if not by_reason:
+        return []
+    reasons = "; ".join(
+        UNJUDGED_REASONS[reason].format(record=NOISE_RECORD, base=base) + ": " + ", ".join(names)
+        for reason, names in sorted(by_reason.items()))
+    return [f"No usable training-noise record at `{base}` ({reasons}), so those rows give no "
+            f"verdict. `{MEASURE_COMMAND}` run at `{base}` retrains its settings with two more "
+            f"seeds (about one pipeline run each) and writes `{NOISE_RECORD}`; commit it there.",
+            ""]
+
+
+def _mcnemar_notes(changes: dict[str, dict], base: str) -> list[str]:
+    reasons = {"no_base": f"`{base}` stored no predictions",
+               "no_workspace": "the workspace has no predictions (run `dvc repro`)"}
+    notes = []
+    for variant, change in changes.items():
+        test = change["mcnemar"]
+        if test["status"] != "compared":
+            why = reasons.get(test["status"], test.get("reason", test["status"]))
+            notes.append(f"No McNemar test for {variant}: {why}.")
+    return notes
+
+
+def _significance_section(variants: dict[str, dict], changes: dict[str, dict],
+                          base: str) -> list[str]:
+    """One row per variant with an accuracy change: the delta, the training-noise verdict and
+    McNemar's test beside it; new and removed variants get a line each."""
+    rows = [_change_row(v, changes[v], base) for v in variants if v in changes]
+    notes = [f"{variant} is {info['status']}: nothing to compare."
+             for variant, info in variants.items()
+             if variant not in changes and info["status"] in ("new", "removed")]
     if not rows and not notes:
         return ["No variant's results changed."]
     out = []
     if rows:
-        out += [
-            f"Test accuracy, `{base}` against the workspace, on the same test images. The "
-            "interval is the 95% interval of the paired difference; p is McNemar's exact test "
-            "on the images exactly one of the two models gets right (now right / now wrong): "
-            "it answers whether these two trained models differ on these images, not whether "
-            "the change beats the noise of retraining. Holm p corrects it for testing every "
-            f"variant at once; a change with Holm p >= {ALPHA} is within noise.",
-            "",
-            "| variant | old accuracy | new accuracy | delta | 95% interval | p | Holm p | "
-            "now right / now wrong | verdict |",
-            "|---|---:|---:|---:|---|---:|---:|---:|---|",
-            *rows,
-        ]
+        shown = {v: changes[v] for v in variants if v in changes}
+        out += [*_explanation(base), "", *_unjudged_note(shown, base),
+                *SIGNIFICANCE_HEADER, *rows]
+        mcnemar = _mcnemar_notes(shown, base)
+        out += ["", *mcnemar] if mcnemar else []
     if notes:
         out += ["", *notes] if rows else notes
     return out

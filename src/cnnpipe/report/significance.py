@@ -1,10 +1,11 @@
-"""Is an accuracy change real? McNemar's exact test on the per-image predictions of two revisions."""
+"""Do two trained models differ on the same test images? McNemar's exact test on the per-image
+predictions of two revisions, and Holm's correction shared with the training-noise verdict."""
 
 from __future__ import annotations
 
 import math
 
-ALPHA = 0.05  # a change with a larger (Holm-corrected) p-value is reported as within noise
+ALPHA = 0.05  # the family-wise error rate of one report, for either test
 
 
 def paired_accuracy_change(base, workspace, confidence: float = 0.95) -> dict:
@@ -38,8 +39,10 @@ def paired_accuracy_change(base, workspace, confidence: float = 0.95) -> dict:
         "delta": delta, "low": delta - z * spread, "high": delta + z * spread,
         "now_right": now_right, "now_wrong": now_wrong,
         "changed_predictions": int((old_predicted != new_predicted).sum()),
-        # `real` for this one test alone; significance() corrects it for the whole report.
-        "p_value": float(p_value), "real": bool(p_value < ALPHA),
+        # `differs` for this one test alone; significance() corrects it for the whole report.
+        # It says these two models differ on these images, not that the change beats the
+        # noise of retraining (two seeds of one commit differ too): noise.py judges that.
+        "p_value": float(p_value), "differs": bool(p_value < ALPHA),
     }
 
 
@@ -66,17 +69,24 @@ def significance(predictions: dict) -> dict[str, dict]:
     return result
 
 
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values for the tests of one report: nine tests at 0.05 would
+    call one change significant by chance in about every other report. An adjusted p under
+    ALPHA keeps the family-wise error rate at ALPHA."""
+    adjusted, running = {}, 0.0
+    ordered = sorted((p, name) for name, p in p_values.items())
+    for rank, (p_value, name) in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p_value))
+        adjusted[name] = running
+    return adjusted
+
+
 def _holm(tests: dict[str, dict]) -> None:
-    """Holm's step-down correction over the variants compared in one report: nine tests at
-    0.05 would call one change "real" by chance in about every other report. Each compared
-    test gets ``p_holm`` (its family-wise adjusted p-value), and ``real`` follows it."""
-    compared = sorted((t["p_value"], name) for name, t in tests.items()
-                      if t["status"] == "compared")
-    running = 0.0
-    for rank, (p_value, name) in enumerate(compared):
-        running = max(running, min(1.0, (len(compared) - rank) * p_value))
-        tests[name]["p_holm"] = running
-        tests[name]["real"] = bool(running < ALPHA)
+    """Each compared test gets ``p_holm``, and ``differs`` follows it."""
+    adjusted = holm({name: t["p_value"] for name, t in tests.items() if t["status"] == "compared"})
+    for name, p_holm in adjusted.items():
+        tests[name]["p_holm"] = p_holm
+        tests[name]["differs"] = bool(p_holm < ALPHA)
 
 
 def unchanged_variants(variants: dict[str, dict], tests: dict[str, dict]) -> list[str]:
