@@ -2,9 +2,10 @@
 
 The report holds the changed params (``dvc params diff``), the headline metrics of every
 variant that changed, with old, new and delta (``dvc metrics diff``, plus the training
-record ``metrics/train/<variant>.json``, which is not a DVC metric), whether each accuracy
-change beats the noise of training (against the spread of retrains with other seeds that
-``bench/training_noise.py`` records at the base, ``reports/training_noise.json``), whether
+record ``metrics/train/<variant>.json``, which is not a DVC metric), whether each new
+accuracy beats the noise of training (as one more retrain, against the accuracies of retrains
+with other seeds that ``bench/training_noise.py`` records at the base,
+``reports/training_noise.json``, their spread no smaller than the test set's own), whether
 the two models differ on the same test images (McNemar's exact test on the per-image
 predictions that evaluate stores in ``reports/predictions/``, with a 95% interval for the
 paired difference), the workspace's leaderboard and transfer table, and PNG renderings of

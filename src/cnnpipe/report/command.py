@@ -109,8 +109,9 @@ def _judged_changes(repo: Path, base: str, variants: dict, tests: dict) -> dict[
 REPORT_DESCRIPTION = """\
 Compare the workspace with a git revision and write a Markdown report: changed params; for
 each variant whose results changed, the accuracy delta and a verdict: "real change" only when
-it beats the training noise that bench/training_noise.py recorded at the base (the spread of
-test accuracy over retrains with other seeds; Student's t, Holm-corrected across variants,
+the new accuracy beats the training noise that bench/training_noise.py recorded at the base
+(judged as one more retrain against the accuracies of retrains with other seeds, their spread
+no smaller than the test set's sampling error; Student's t, Holm-corrected across variants,
 p < 0.05), with McNemar's exact test beside it (do these two models differ on these test
 images?) and a 95% interval; the headline
 metrics (accuracy, macro_f1, loss, ece, total_params, train_seconds) with old, new and

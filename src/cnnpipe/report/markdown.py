@@ -191,7 +191,10 @@ def _verdict_cell(change: dict, base: str) -> str:
 def _change_row(variant: str, change: dict, base: str) -> str:
     noise, test = change["noise"], change["mcnemar"]
     judged = noise["status"] == "judged"
-    spread = f"{noise['std'] * 100:.2f} pp ({noise['runs']} runs)" if judged else "n/a"
+    spread = "n/a"
+    if judged:
+        floored = ", test-set floor" if noise["spread"] > noise["std"] else ""
+        spread = f"{noise['spread'] * 100:.2f} pp ({noise['runs']} runs{floored})"
     if test["status"] == "compared":
         mcnemar = [_p(test["p_value"]), _p(test["p_holm"]),
                    f"{test['now_right']} / {test['now_wrong']}",
@@ -222,12 +225,15 @@ UNJUDGED_REASONS = {
 
 def _explanation(base: str) -> list[str]:
     return [
-        f"Test accuracy, `{base}` against the workspace. The verdict answers whether the "
-        "change beats the noise of training: the delta against s, the standard deviation of "
-        f"test accuracy over retrains of `{base}`'s settings with other seeds (`{NOISE_RECORD}` "
-        f"at `{base}`, written by `{MEASURE_COMMAND}`), as t = delta / (s * sqrt(2)) with "
-        "runs - 1 degrees of freedom, Holm-corrected for judging every variant at once; "
-        f"**{REAL}** only when that p < {ALPHA}.",
+        f"Test accuracy, `{base}` against the workspace. The verdict answers whether the new "
+        "accuracy beats the noise of training: it is judged as one more retrain of "
+        f"`{base}`'s settings against the n accuracies recorded with other seeds "
+        f"(`{NOISE_RECORD}` at `{base}`, written by `{MEASURE_COMMAND}`), their mean m and "
+        "standard deviation s, s never below the test set's own sampling error "
+        "sqrt(m (1 - m) / test images) (\"test-set floor\"), as t = (new - m) / "
+        "(s * sqrt(1 + 1/n)) with n - 1 degrees of freedom, Holm-corrected for judging every "
+        f"variant at once; **{REAL}** only when that p < {ALPHA}. The delta is against "
+        f"`{base}`'s own run, itself one such draw.",
         "",
         "McNemar's exact test answers whether these two trained models differ on these test "
         "images (on the images exactly one of them gets right: now right / now wrong, with "
@@ -247,7 +253,7 @@ def _unjudged_note(changes: dict[str, dict], base: str) -> list[str]:
         UNJUDGED_REASONS[reason].format(record=NOISE_RECORD, base=base) + ": " + ", ".join(names)
         for reason, names in sorted(by_reason.items()))
     return [f"No usable training-noise record at `{base}` ({reasons}), so those rows give no "
-            f"verdict. `{MEASURE_COMMAND}` run at `{base}` retrains its settings with two more "
+            f"verdict. `{MEASURE_COMMAND}` run at `{base}` retrains its settings with three more "
             f"seeds (about one pipeline run each) and writes `{NOISE_RECORD}`; commit it there.",
             ""]
 

@@ -1,5 +1,5 @@
 """Does a change beat the noise of training? The record of how far retraining alone moves each
-variant's test accuracy, and the verdict that weighs an accuracy change against it.
+variant's test accuracy, and the verdict that weighs a new accuracy against it.
 
 ``bench/training_noise.py`` retrains the committed settings with other seeds and writes
 :data:`NOISE_RECORD` (tracked in git, not a DVC output); ``cnnpipe report`` reads it from the
@@ -106,9 +106,12 @@ def run_statistics(accuracies: list[float]) -> tuple[float, float | None]:
     return float(values.mean()), spread
 
 
-def noise_entry(fingerprint: str, runs: list[dict], revision: str, date: str) -> dict:
+def noise_entry(fingerprint: str, runs: list[dict], revision: str, date: str,
+                test_images: int | None = None) -> dict:
     """One variant's record from its runs (``{"seed", "accuracy", "cpu"}``, the repository's
-    own seed first): where and on what the accuracies were measured, and their spread."""
+    own seed first): where and on what the accuracies were measured, their spread, and how
+    many test images each accuracy is over (the floor of that spread, see
+    :func:`effective_spread`)."""
     accuracies = [float(run["accuracy"]) for run in runs]
     mean, spread = run_statistics(accuracies)
     cpus = sorted({str(run.get("cpu") or "unknown") for run in runs})
@@ -119,6 +122,7 @@ def noise_entry(fingerprint: str, runs: list[dict], revision: str, date: str) ->
         "runs": len(runs),
         "mean": mean,
         "std": spread,
+        "test_images": test_images,
         "revision": revision,
         "date": date,
         "cpu": "; ".join(cpus),
@@ -150,6 +154,33 @@ def write_noise_record(repo: Path, entries: dict[str, dict]) -> dict:
     return record
 
 
+def _test_images(entry: dict) -> int | None | bool:
+    """The entry's test-set size; None when not recorded (a record from before it was), False
+    when recorded as something other than a positive whole number."""
+    size = entry.get("test_images")
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        return False
+    return size
+
+
+def sampling_floor(mean: float, test_images: int | None) -> float:
+    """The standard error of an accuracy ``mean`` measured on ``test_images`` images (the
+    binomial sqrt(m (1 - m) / N)); 0 when the size is unknown."""
+    if not test_images:
+        return 0.0
+    return math.sqrt(mean * (1 - mean) / test_images)
+
+
+def effective_spread(accuracies: list[float], test_images: int | None) -> float:
+    """The spread a verdict uses: the runs' sample standard deviation, but never below the test
+    set's own sampling error. A few runs of a heavy-tailed spread can agree closely by chance
+    (three digits runs gave s = 0.34 pp, nine gave 1.17 pp, the floor there is 1.2 pp)."""
+    mean, spread = run_statistics(accuracies)
+    return max(spread or 0.0, sampling_floor(mean, test_images))
+
+
 def usable_entry(record: dict | None, variant: str,
                  fingerprint: str | None) -> tuple[dict | None, str]:
     """(the entry, "") when the record can judge ``variant`` at its revision, else
@@ -159,44 +190,54 @@ def usable_entry(record: dict | None, variant: str,
     if not isinstance(accuracies, list) or not all(
             isinstance(a, (int, float)) and not isinstance(a, bool) for a in accuracies):
         return None, "no_record"  # absent, or not an entry this module wrote
+    test_images = _test_images(entry)
+    if test_images is False:
+        return None, "no_record"
     if fingerprint is None or entry.get("fingerprint") != fingerprint:
         return None, "other_settings"
     if len(accuracies) < MIN_RUNS:
         return None, "too_few_runs"
-    if len({float(a) for a in accuracies}) == 1:
-        # A few runs on a small test set can tie: a spread of 0 would make any change certain.
+    if effective_spread([float(a) for a in accuracies], test_images) == 0:
+        # Runs that tie with no test-set size to bound them (or all at 0 or 1): a spread of 0
+        # would make any change certain.
         return None, "no_spread"
     return entry, ""
 
 
-def noise_p_value(delta: float, std: float, runs: int) -> float:
-    """Two-sided p of an accuracy change against the spread of retrains: each of the two
-    models is one draw with standard deviation ``std``, so their difference has
-    ``std * sqrt(2)``; the spread is estimated from ``runs`` runs (Student's t, runs - 1
-    degrees of freedom). A zero spread makes any nonzero change certain."""
+def noise_p_value(new: float, mean: float, spread: float, runs: int) -> float:
+    """Two-sided p of a new accuracy as one more draw from the recorded runs: a prediction
+    from ``runs`` runs of mean ``mean`` and standard deviation ``spread`` has the error
+    ``spread * sqrt(1 + 1/runs)`` (the new draw's own spread and the mean's uncertainty);
+    Student's t with runs - 1 degrees of freedom. A zero spread makes any other value
+    certain."""
     from scipy.stats import t as student_t
 
-    if std == 0:
-        return 1.0 if delta == 0 else 0.0
-    t_value = delta / (std * math.sqrt(2))
+    if spread == 0:
+        return 1.0 if new == mean else 0.0
+    t_value = (new - mean) / (spread * math.sqrt(1 + 1 / runs))
     return float(2 * student_t.sf(abs(t_value), runs - 1))
 
 
-def judge_noise(deltas: dict[str, float], record: dict | None,
+def judge_noise(new_accuracies: dict[str, float], record: dict | None,
                 fingerprints: dict[str, str | None]) -> dict[str, dict]:
-    """Per variant with an accuracy change: ``{"status": "judged", "p_value", "p_holm",
-    "real", "std", "runs", "mean"}``, or ``{"status": reason}`` (see :func:`usable_entry`).
-    Holm's correction runs over the judged variants of this one report."""
+    """Per variant with a new accuracy: ``{"status": "judged", "p_value", "p_holm", "real",
+    "mean", "std" (the runs' sample deviation), "spread" (the one used, see
+    :func:`effective_spread`), "floor" (the test set's sampling error, 0 when unknown),
+    "runs"}``, or ``{"status": reason}`` (see :func:`usable_entry`). Holm's correction runs
+    over the judged variants of this one report."""
     result = {}
-    for variant, delta in deltas.items():
+    for variant, new in new_accuracies.items():
         entry, reason = usable_entry(record, variant, fingerprints.get(variant))
         if entry is None:
             result[variant] = {"status": reason}
             continue
         accuracies = [float(a) for a in entry["accuracies"]]
-        mean, spread = run_statistics(accuracies)
-        result[variant] = {"status": "judged", "std": spread, "runs": len(accuracies),
-                           "mean": mean, "p_value": noise_p_value(delta, spread, len(accuracies))}
+        mean, std = run_statistics(accuracies)
+        spread = effective_spread(accuracies, entry.get("test_images"))
+        result[variant] = {
+            "status": "judged", "mean": mean, "std": std, "spread": spread,
+            "floor": sampling_floor(mean, entry.get("test_images")), "runs": len(accuracies),
+            "p_value": noise_p_value(new, mean, spread, len(accuracies))}
     adjusted = holm({v: r["p_value"] for v, r in result.items() if r["status"] == "judged"})
     for variant, p_holm in adjusted.items():
         result[variant]["p_holm"] = p_holm

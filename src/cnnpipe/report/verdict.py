@@ -1,5 +1,5 @@
-"""The verdict per variant: its accuracy change judged against the training noise recorded at
-the base revision, with McNemar's test on the same images beside it (no I/O here)."""
+"""The verdict per variant: its new accuracy judged against the training noise recorded at the
+base revision, with McNemar's test on the same images beside it (no I/O here)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ def accuracy_changes(variants: dict[str, dict], tests: dict[str, dict]) -> dict[
 def judge_changes(variants: dict[str, dict], tests: dict[str, dict], record: dict | None,
                   fingerprints: dict[str, str | None]) -> dict[str, dict]:
     """Per changed variant: the change, ``noise`` (see :func:`judge_noise`), ``mcnemar`` (the
-    :func:`significance` entry) and ``verdict``: :data:`REAL` only when the change beats the
-    recorded training noise (Holm-corrected p < ALPHA), :data:`WITHIN_NOISE` when it does not,
-    :data:`NO_RECORD` when the base has no usable record. McNemar's test never decides it:
+    :func:`significance` entry) and ``verdict``: :data:`REAL` only when the new accuracy is
+    no likely retrain of the base's settings (its t against every recorded run as a
+    prediction, Holm-corrected p < ALPHA), :data:`WITHIN_NOISE` when it could be one,
+    :data:`NO_RECORD` when the base has no usable record. The delta against the base's one
+    run is shown, not judged: that run is one draw too. McNemar's test never decides it:
     two retrains of the same settings differ on the same images too."""
     changes = accuracy_changes(variants, tests)
-    noise = judge_noise({v: c["delta"] for v, c in changes.items()}, record, fingerprints)
+    noise = judge_noise({v: c["new"] for v, c in changes.items()}, record, fingerprints)
     for variant, change in changes.items():
         judged = noise[variant]
         change["noise"] = judged
