@@ -22,6 +22,7 @@ def main(variant_name: str) -> None:
 
     config = read_settings(layout.resolved_train(variant_name))
     plan = build_variant(config, TrainingData.open(), variant=variant_name)
+    _say_if_early_stopping_off(variant_name, config, plan)
     # A killed run goes on from its last epoch. Only one process on one device yet: replaying
     # the shuffle under a strategy's distributed dataset is unverified (docs/distributed.md).
     resume = None
@@ -42,6 +43,15 @@ def main(variant_name: str) -> None:
         role = "chief, wrote the outputs" if task.is_chief else "wrote nothing"
         print(f"{variant_name}: {task.task_type} {task.index} of {task.workers} ({role}), "
               f"weights sha256 {weights_digest(plan.model)}")
+
+
+def _say_if_early_stopping_off(variant_name: str, config, plan) -> None:
+    asked = config.train["early_stopping_patience"]
+    if asked and not plan.settings["early_stopping_patience"]:
+        print(f"{variant_name}: early stopping off: {len(plan.data.val)} validation images, "
+              f"fewer than train.early_stopping_min_val_images="
+              f"{plan.settings['early_stopping_min_val_images']}; every epoch runs and the "
+              "last weights are kept")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,41 @@ def write_digits_folder(root, size: int = 32, rare_class: int | None = None,
             image.save(folder / f"{index:04d}.png")
         counts[str(digit)] = len(members)
     return counts
+
+
+# Three of scikit-image's sample photos (shipped in its wheel, no download): a person, a cup
+# and a cat, distinct enough to learn, small enough that crops of one photo overlap.
+PHOTO_CLASSES = ("astronaut", "coffee", "chelsea")
+# Mixed formats, as a folder gathered from phones and the web would hold.
+PHOTO_FORMATS = (("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("bmp", "BMP"))
+
+
+def write_photo_crops_folder(root, per_class: int = 60, seed: int = 0) -> dict[str, int]:
+    """A 3-class RGB folder: ``per_class`` random square crops of each sample photo.
+
+    Each crop is 96-256 px square at a random place, mirrored half the time, saved in turn as
+    PNG, JPEG, WebP and BMP at its own size (the pipeline resizes). Returns images per class.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import skimage.data
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for name in PHOTO_CLASSES:
+        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            side = int(rng.integers(96, min(256, *photo.size) + 1))
+            left = int(rng.integers(0, photo.width - side + 1))
+            top = int(rng.integers(0, photo.height - side + 1))
+            crop = photo.crop((left, top, left + side, top + side))
+            if rng.random() < 0.5:
+                crop = ImageOps.mirror(crop)
+            suffix, kind = PHOTO_FORMATS[index % len(PHOTO_FORMATS)]
+            crop.save(folder / f"{index:03d}.{suffix}", kind)
+        counts[name] = per_class
+    return counts

@@ -104,7 +104,7 @@ def test_what_trained_is_what_the_data_allowed(data):
 
 
 def test_the_train_record_says_the_epoch_rule_was_capped(data):
-    """100 labelled images would need 300 epochs to show 30,000; the run gets 30 and its
+    """100 labelled images would need 300 epochs to show 30,000; the run gets the cap and its
     record says what was asked for, with the validation split early stopping used."""
     from cnnpipe.train.saving import train_record
     from cnnpipe.train.training import MAX_EPOCHS_FOR_MIN_IMAGES, TrainingResult

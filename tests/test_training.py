@@ -6,6 +6,7 @@ from cnnpipe.core.shards import ShardSet, write_arrays
 from cnnpipe.train.build import training_batches
 from cnnpipe.train.pretraining import rotation_dataset, rotation_turns
 from cnnpipe.train.training import (
+    MAX_EPOCHS_FOR_MIN_IMAGES,
     balanced_class_weight,
     resolve_batch_size,
     resolve_epochs,
@@ -68,9 +69,9 @@ def test_batch_size_scales_down_for_small_data_sets(batch_size, images, min_step
         (5, 0, 1_294, 30_000, (24, 0)),  # digits' training split
         (1, 4, 1_294, 30_000, (5, 19)),  # head and fine-tuning share the extra epochs
         (5, 0, 1_294, 0, (5, 0)),  # 0 keeps the configured epochs
-        (7, 0, 144, 30_000, (30, 0)),  # overfit_cnn on 144 images: 30, not 209
-        (1, 4, 144, 30_000, (6, 24)),  # the cap shared as the extra epochs are
-        (40, 0, 144, 30_000, (40, 0)),  # the cap never lowers a configured count
+        (7, 0, 144, 30_000, (100, 0)),  # overfit_cnn on 144 images: 100, not 209
+        (1, 4, 144, 30_000, (20, 80)),  # the cap shared as the extra epochs are
+        (120, 0, 144, 30_000, (120, 0)),  # the cap never lowers a configured count
     ],
 )
 def test_small_data_sets_get_more_epochs(epochs, fine_tune, images, min_seen, expected):
@@ -105,12 +106,26 @@ def test_the_epoch_rule_record_says_when_the_cap_cut_it():
 def test_a_pretrained_variant_resolves_its_source_task_on_every_image():
     configured = {"batch_size": 128, "epochs": 1, "fine_tune_epochs": 4, "pretrain_epochs": 1,
                   "min_steps_per_epoch": 50, "min_images_seen": 30_000}
-    digits = resolve_for_data(configured, labelled=1_294, images=1_294)
+    digits = resolve_for_data(configured, labelled=1_294, images=1_294, val_images=143)
     assert (digits["batch_size"], digits["epochs"], digits["fine_tune_epochs"]) == (25, 5, 19)
     assert (digits["pretrain_batch_size"], digits["pretrain_epochs"]) == (25, 24)
-    fashion = resolve_for_data(configured, labelled=10_000, images=54_000)
+    fashion = resolve_for_data(configured, labelled=10_000, images=54_000, val_images=6_000)
     assert {k: fashion[k] for k in configured} == configured  # the defaults' own scale
     assert fashion["pretrain_batch_size"] == 128
+
+
+def test_early_stopping_is_off_on_a_validation_split_too_small_to_judge():
+    configured = {"batch_size": 128, "epochs": 6, "min_steps_per_epoch": 50,
+                  "min_images_seen": 30_000, "early_stopping_patience": 3,
+                  "early_stopping_min_val_images": 200}
+    tiny = resolve_for_data(configured, labelled=140, images=140, val_images=20)
+    assert tiny["early_stopping_patience"] == 0
+    assert tiny["epochs"] == MAX_EPOCHS_FOR_MIN_IMAGES  # capped, and every one of them runs
+    at_the_bound = resolve_for_data(configured, labelled=1_800, images=1_800, val_images=200)
+    assert at_the_bound["early_stopping_patience"] == 3
+    never = {**configured, "early_stopping_min_val_images": 0}
+    assert resolve_for_data(never, labelled=140, images=140, val_images=1)[
+        "early_stopping_patience"] == 3
 
 
 def test_balanced_class_weight_evens_out_the_classes():

@@ -41,6 +41,8 @@ class TrainedAs(_Frozen):
     fine_tune_epochs: Count = 0
     pretrain_epochs: Count = 0  # rotation-task epochs before the target task (weights: pretrain)
     pretrain_batch_size: PositiveCount | None = None
+    # 0: every epoch ran and the last weights were kept (no split, or one too small to judge).
+    early_stopping_patience: Count | None = None
     # How it was spread (cnnpipe.train.distribute): batch_size is the global batch, split over
     # the replicas of all workers. The defaults are the one-process path, so cards written
     # before these fields existed read as what they were.

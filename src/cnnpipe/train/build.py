@@ -132,7 +132,8 @@ def build_variant(config: Mapping[str, Any], data: TrainingData, *, pretrain: bo
     distribution = start_distribution(train)  # before any op: it configures the runtime
     seed_everything(seed)
     labelled = labelled_subset(data.train.labels, config["train"]["train_images"], seed)
-    settings = resolve_for_data(config["train"], len(labelled), len(data.train))
+    settings = resolve_for_data(config["train"], len(labelled), len(data.train),
+                                len(data.val))
     settings["batch_size"] = distribution.global_batch(settings["batch_size"])
     class_weight = (
         balanced_class_weight(data.train.labels[labelled], data.num_classes)
@@ -178,6 +179,7 @@ def trained_as(settings: Mapping[str, Any], labelled: int, pretrained: bool,
         fine_tune_epochs=settings.get("fine_tune_epochs", 0),
         pretrain_epochs=settings["pretrain_epochs"] if pretrained else 0,
         pretrain_batch_size=settings["pretrain_batch_size"] if pretrained else None,
+        early_stopping_patience=settings["early_stopping_patience"],
     )
 
 
