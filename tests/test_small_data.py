@@ -31,21 +31,29 @@ def chosen_variants(defaults: dict) -> dict:
     return {name: defaults[name] for name in wanted.split(",")}
 
 
-@pytest.fixture(scope="module")
-def digits_repo(tmp_path_factory):
+def reproduced_folder_repo(dest, models: dict, folder_kwargs: dict, image_size=None):
+    """A copy of the code with params.yaml's `train:` and `data:` sections, a digits folder
+    as its image source, and `dvc repro` run on it."""
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
-    path = make_tiny_repo(tmp_path_factory.mktemp("digits"), chosen_variants(defaults["models"]))
-    write_digits_folder(path / "data/images")
+    path = make_tiny_repo(dest, models)
+    write_digits_folder(path / "data/images", **folder_kwargs)
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params["train"] = defaults["train"]
-    params["data"].update({"source": "image_folder", "input": "data/images", "train_limit": 0,
-                           "test_limit": 0})
-    params["data"]["images"].update({"image_size": [32, 32]})
+    params["train"], params["data"] = defaults["train"], defaults["data"]
+    params["data"].update({"source": "image_folder", "input": "data/images"})
+    if image_size is not None:
+        params["data"]["images"]["image_size"] = image_size
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(path, "git", "add", "-A")
     run(path, "git", "commit", "-qm", "digits")
-    dvc(path, "repro", timeout=1800)
+    dvc(path, "repro", timeout=3600)
     return path
+
+
+@pytest.fixture(scope="module")
+def digits_repo(tmp_path_factory):
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    return reproduced_folder_repo(tmp_path_factory.mktemp("digits"),
+                                  chosen_variants(defaults["models"]), {}, image_size=[32, 32])
 
 
 def test_default_variants_learn_digits(digits_repo):
@@ -85,16 +93,8 @@ MOST_BELOW_SIMPLE = 0.10  # an unflagged variant may trail simple_cnn by this mu
 def tiny_digits_repo(tmp_path_factory):
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     models = {name: defaults["models"][name] for name in TINY_FOLDER_VARIANTS}
-    path = make_tiny_repo(tmp_path_factory.mktemp("tiny-digits"), models)
-    write_digits_folder(path / "data/images", per_class=20)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params["train"], params["data"] = defaults["train"], defaults["data"]
-    params["data"].update({"source": "image_folder", "input": "data/images"})
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(path, "git", "add", "-A")
-    run(path, "git", "commit", "-qm", "200 digits")
-    dvc(path, "repro", timeout=3600)
-    return path
+    return reproduced_folder_repo(tmp_path_factory.mktemp("tiny-digits"), models,
+                                  {"per_class": 20})
 
 
 def test_no_variant_sits_at_chance_on_200_digits(tiny_digits_repo):
