@@ -14,9 +14,11 @@ For each folder a copy of this repository (its code, no outputs) gets the defaul
 params.yaml with only the data source changed, and `dvc repro` runs it (exports off: they do
 not change a score). ``--set`` changes a param for the study of a setting (for example
 ``--set train.early_stopping_patience=0``); ``--workdir`` keeps the copies, so a second run
-with other settings re-trains without preparing again. Printed per folder and variant: test
-accuracy, whether evaluate flagged it near chance, epochs run and the epoch whose weights
-were kept, and the gap to simple_cnn (the acceptance bar: within 0.10 unless flagged).
+with other settings re-trains without preparing again. Each run copies the current code in,
+and every setting, the seed included, starts again from the committed params.yaml. Printed
+per folder and variant: test accuracy, whether evaluate flagged it near chance, epochs run
+and the epoch whose weights were kept, and the gap to simple_cnn (the acceptance bar: within
+0.10 unless flagged).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from fixtures import write_digits_folder, write_photo_crops_folder  # noqa: E402
-from pipeline_repo import dvc, make_tiny_repo, run  # noqa: E402
+from pipeline_repo import copy_code, dvc, make_tiny_repo, run  # noqa: E402
 
 FOLDERS = {
     "digits": lambda root: write_digits_folder(root, per_class=20),
@@ -59,6 +61,7 @@ def folder_repo(workdir: Path, folder: str, variants: list[str] | None) -> Path:
     """A copy of the code with the default params and ``folder`` as its image folder."""
     repo = workdir / folder
     if repo.exists():
+        copy_code(repo, keep=("params.yaml",))  # the code as it is now
         return repo
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())
     models = {name: spec for name, spec in defaults["models"].items()
@@ -73,9 +76,8 @@ def write_params(repo: Path, sets: list[str]) -> None:
     defaults = yaml.safe_load((REPO / "params.yaml").read_text())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Every section as committed, so settings of an earlier --set do not linger in a kept copy.
-    params["models"] = {name: defaults["models"][name] for name in params["models"]}
-    params["train"] = defaults["train"]
-    params["data"] = defaults["data"]
+    params = {**defaults, "models": {name: defaults["models"][name] for name in params["models"]},
+              "export": params["export"]}
     params["data"].update({"source": "image_folder", "input": "data/images"})
     apply_sets(params, sets)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

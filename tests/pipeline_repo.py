@@ -76,15 +76,20 @@ def write_tiny_params(dest: Path, models: dict[str, dict]) -> None:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
-    """Copy the code (no outputs, no lock) into ``dest`` as a fresh git repo with tiny params."""
+def copy_code(dest: Path, keep: tuple[str, ...] = ()) -> None:
+    """The working tree's files into ``dest``, but for outputs, the lock and ``keep``."""
     skip_prefixes = ("data/", "metrics/", "plots/", "dvclive/", "models/", "reports/")
     for name in tracked_files():
-        if name == "dvc.lock" or name.startswith(skip_prefixes):
+        if name in ("dvc.lock", *keep) or name.startswith(skip_prefixes):
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
+
+
+def make_tiny_repo(dest: Path, models: dict[str, dict]) -> Path:
+    """Copy the code (no outputs, no lock) into ``dest`` as a fresh git repo with tiny params."""
+    copy_code(dest)
     write_tiny_params(dest, models)
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")

@@ -629,12 +629,33 @@ def test_set_base_trainable_unfreezes_the_top_layers(tmp_path):
     assert all(layer.trainable for layer in others)
     assert not any(layer.trainable for layer in batch_norms)
 
+    set_base_trainable(model, 5, SPLIT, "train")  # and the BatchNorm layers above the lowest
+    lowest = base.layers.index(others[-5])
+    above = [layer for layer in batch_norms if base.layers.index(layer) > lowest]
+    assert above and len(above) < len(batch_norms)
+    assert [layer for layer in batch_norms if layer.trainable] == above
+    assert [layer for layer in others if layer.trainable] == others[-5:]
+
     set_base_trainable(model, 0, SPLIT)
     assert not base.trainable and len(model.trainable_weights) == head_weights
 
     # The frozen state survives saving, so a reloaded model fine-tunes the same way.
     model.save(tmp_path / "m.keras")
     assert not backbone(keras.models.load_model(tmp_path / "m.keras")).trainable_weights
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_fine_tuning_moves_batchnorm_statistics_only_when_asked(batchnorm, tmp_path):
+    model = pretrained_tiny(tmp_path)
+    set_base_trainable(model, 10_000, SPLIT, batchnorm)
+    norms = [layer for layer in backbone(model).layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [np.array(layer.moving_mean) for layer in norms]
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(images((32, 32, 3), n=8), np.arange(8) % 10, epochs=1, verbose=0)
+    moved = [not np.array_equal(old, np.array(layer.moving_mean))
+             for old, layer in zip(before, norms, strict=True)]
+    assert all(moved) if batchnorm == "train" else not any(moved)
 
 
 def test_set_base_trainable_refusals():
@@ -652,17 +673,13 @@ def test_set_base_trainable_refusals():
 
 @pytest.mark.parametrize("name", available_models())
 def test_batchnorm_statistics_settle_within_a_small_data_set(name, tmp_path):
-    """Short runs must leave usable moving statistics (see BN_MOMENTUM); a pretrained
-    backbone keeps its own, frozen."""
-    norms = [layer for layer in all_layers(tiny(name))
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    assert all(layer.momentum == 0.9 for layer in norms)
-    if name == "mobilenet_transfer":
-        pretrained = backbone(pretrained_tiny(tmp_path))
-        assert all(
-            layer.momentum == 0.999
-            for layer in pretrained.layers if isinstance(layer, keras.layers.BatchNormalization)
-        )
+    """Short runs must leave usable moving statistics (see BN_MOMENTUM), a pretrained
+    backbone's too when fine-tuning trains them."""
+    models = [tiny(name)] + ([pretrained_tiny(tmp_path)] if name == "mobilenet_transfer" else [])
+    for model in models:
+        norms = [layer for layer in all_layers(model)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert all(layer.momentum == 0.9 for layer in norms)
 
 
 def test_the_params_memory_estimate_walks_the_layers_the_builders_build():

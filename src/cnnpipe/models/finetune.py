@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from cnnpipe.models.registry import FineTuneSplit, ModelConfigError
+
+BatchNormPolicy = Literal["frozen", "train"]
 
 
 def find_backbone(model, name: str):
@@ -19,14 +23,18 @@ def find_backbone(model, name: str):
     return None
 
 
-def set_base_trainable(model, trainable_top_layers: int, split: FineTuneSplit | None) -> None:
+def set_base_trainable(model, trainable_top_layers: int, split: FineTuneSplit | None,
+                       batchnorm: BatchNormPolicy = "frozen") -> None:
     """Unfreeze the top ``trainable_top_layers`` weighted layers of the backbone for fine-tuning.
 
-    BatchNormalization layers stay frozen: with few images their batch statistics would wreck
-    the pretrained ones (the base is also called with ``training=False``). Counting covers only
-    layers that have weights and are not BatchNormalization; a count above their number
-    unfreezes all of them; 0 freezes the whole base again (a no-op for a model without a
-    backbone). Recompile the model afterwards for the change to take effect.
+    Counting covers only layers that have weights and are not BatchNormalization; a count
+    above their number unfreezes all of them; 0 freezes the whole base again (a no-op for a
+    model without a backbone). With ``batchnorm="frozen"`` every BatchNormalization layer
+    keeps its statistics: batch statistics of a few images would wreck ones pretrained on
+    other data. With ``"train"`` those above the lowest unfrozen layer train with it: a base
+    pretrained on these same images has nothing to protect, and frozen statistics let
+    fine-tuning drive the top activations into saturation (measured in bench/RESULTS.md,
+    "Small folders"). Recompile the model afterwards for the change to take effect.
     """
     from keras import layers
 
@@ -51,6 +59,11 @@ def set_base_trainable(model, trainable_top_layers: int, split: FineTuneSplit | 
         layer for layer in base.layers
         if layer.weights and not isinstance(layer, layers.BatchNormalization)
     ]
-    unfrozen = {id(layer) for layer in candidates[-trainable_top_layers:]}
+    unfrozen = candidates[-trainable_top_layers:]
+    lowest = base.layers.index(unfrozen[0])
+    trained = {id(layer) for layer in unfrozen}
+    if batchnorm == "train":
+        trained |= {id(layer) for layer in base.layers[lowest:]
+                    if isinstance(layer, layers.BatchNormalization)}
     for layer in base.layers:
-        layer.trainable = id(layer) in unfrozen
+        layer.trainable = id(layer) in trained

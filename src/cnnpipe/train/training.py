@@ -399,7 +399,8 @@ def train_model(
     if settings.get("fine_tune_epochs", 0) > 0:
         from cnnpipe.models.finetune import set_base_trainable
 
-        set_base_trainable(model, settings["fine_tune_layers"], fine_tune)
+        set_base_trainable(model, settings["fine_tune_layers"], fine_tune,
+                           settings.get("fine_tune_batchnorm", "frozen"))
         fine_lr = settings["learning_rate"] * settings["fine_tune_lr_factor"]
         phase.run("fine_tune", fine_lr, settings["fine_tune_epochs"], "fine-tuning")
     seconds = time.perf_counter() - start

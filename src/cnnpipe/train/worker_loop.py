@@ -183,7 +183,8 @@ def train_across_workers(plan, callbacks=()):
     if settings.get("fine_tune_epochs", 0) > 0:
         from cnnpipe.models.finetune import set_base_trainable
 
-        set_base_trainable(plan.model, settings["fine_tune_layers"], plan.architecture.fine_tune)
+        set_base_trainable(plan.model, settings["fine_tune_layers"], plan.architecture.fine_tune,
+                           settings.get("fine_tune_batchnorm", "frozen"))
         loop.run("fine_tune", settings["learning_rate"] * settings["fine_tune_lr_factor"],
                  settings["fine_tune_epochs"], "fine-tuning")
     return TrainingResult(

@@ -1,9 +1,11 @@
 """Transfer learning: a MobileNetV2 feature extractor and a small new head.
 
 The backbone is a nested model named ``mobilenetv2_base``. With pretrained weights it is
-frozen and called with ``training=False``, so its BatchNorm layers keep their statistics even
-after fine-tuning unfreezes its top layers (the Keras transfer learning guide's recipe); with
-random weights the whole network trains from scratch. The input block gives the backbone what
+frozen while the head trains; fine-tuning then unfreezes its top layers, with its BatchNorm
+statistics kept (``fine_tune_batchnorm: frozen``, the Keras transfer learning guide's recipe)
+or updated with them (``train``). A Keras 3 layer that is not trainable runs in inference
+mode, so the frozen parts need no ``training=False``. With random weights the whole network
+trains from scratch. The input block gives the backbone what
 it was designed for, whatever the pipeline's preprocessing: a resize to ``image_size``, 3
 channels and pixels scaled to [-1, 1] (what ``mobilenet_v2.preprocess_input`` gives).
 """
@@ -18,6 +20,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, Strict, model_validator
 
 from cnnpipe.data.bounds import MAX_IMAGE_SIDE
+from cnnpipe.models.finetune import BatchNormPolicy
 from cnnpipe.models.registry import (
     Architecture,
     FineTuneSplit,
@@ -65,9 +68,13 @@ class MobilenetTransfer(Variant):
     fine_tune_layers: NonNegativeInt = Field(0, description="top layers fine-tuning unfreezes")
     fine_tune_lr_factor: PositiveFloat = Field(0.1, description="fine-tuning rate / head rate "
                                                "(the Keras transfer guide's 10x smaller)")
+    fine_tune_batchnorm: BatchNormPolicy = Field(
+        "frozen", description="frozen keeps the base's BatchNorm statistics while fine-tuning "
+        "(pretrained on other images, as ImageNet); train updates those of the unfrozen layers")
 
     TRAINING_KEYS: ClassVar[frozenset[str]] = Variant.TRAINING_KEYS | {
         "pretrain_epochs", "fine_tune_epochs", "fine_tune_layers", "fine_tune_lr_factor",
+        "fine_tune_batchnorm",
     }
 
     @model_validator(mode="after")
@@ -143,17 +150,17 @@ def _trunk(hp, backbone_weights=None):
     from cnnpipe.models.blocks import BN_MOMENTUM, dense_dropout
 
     base = _mobilenet_base(hp.image_size, hp.alpha, backbone_weights)
-    pretrained = backbone_weights is not None
-    # Pretrained features are kept (frozen, BatchNorm in inference mode); a randomly
-    # initialised base must learn, BatchNorm statistics included, or it is a fixed random map.
-    base.trainable = not pretrained
-    if not pretrained:
-        for layer in base.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = BN_MOMENTUM
+    # Pretrained features are kept (frozen, BatchNorm in inference mode) until fine-tuning; a
+    # randomly initialised base must learn, BatchNorm statistics included, or it is a fixed
+    # random map. Keras' 0.999 momentum would leave statistics that fine-tuning updates near
+    # their old values after a few hundred steps; frozen ones never move, whatever it is.
+    base.trainable = backbone_weights is None
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
 
     def apply(x, input_shape):
-        x = base(x, training=False) if pretrained else base(x)
+        x = base(x)
         x = layers.GlobalAveragePooling2D(name="gap")(x)
         return dense_dropout(x, hp.dense_units, hp.dropout)
 
