@@ -56,9 +56,10 @@ repro: setup
 
 # The whole suite, tier by tier: the slow tier runs only once the quick one passes. Two test
 # processes (pytest-xdist), a module each at a time so module fixtures are built once: much of
-# a tiny pipeline's time is single-threaded (DVC, start-up, graph tracing).
+# a tiny pipeline's time is single-threaded (DVC, start-up, graph tracing). Modules go out in
+# the order tests/conftest.py gives (longest first), not xdist's order by number of tests.
 TEST_WORKERS ?= 2
-PYTEST := $(RUN) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(RUN) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: quick-test slow-test
 

@@ -122,3 +122,25 @@ def committed_tiny_repo(tmp_path_factory, models: dict[str, dict], name: str = "
     dest = tmp_path_factory.mktemp(name) / "repo"
     shutil.copytree(_BASELINES[key], dest, symlinks=True)
     return dest
+
+
+def reproduced_folder_repo(dest: Path, models: dict[str, dict], folder_kwargs: dict,
+                           image_size: list[int] | None = None) -> Path:
+    """A copy of the code with params.yaml's own `train:` and `data:` sections, a folder of
+    scikit-learn's digits (``write_digits_folder(**folder_kwargs)``) as its image source, and
+    `dvc repro` run on it: how the defaults fare on a small real folder."""
+    from fixtures import write_digits_folder
+
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    path = make_tiny_repo(dest, models)
+    write_digits_folder(path / "data/images", **folder_kwargs)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["train"], params["data"] = defaults["train"], defaults["data"]
+    params["data"].update({"source": "image_folder", "input": "data/images"})
+    if image_size is not None:
+        params["data"]["images"]["image_size"] = image_size
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(path, "git", "add", "-A")
+    run(path, "git", "commit", "-qm", "digits")
+    dvc(path, "repro", timeout=3600)
+    return path

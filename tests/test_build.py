@@ -10,6 +10,8 @@ from cnnpipe.params import parse_params
 from cnnpipe.params.resolve import train_config
 from cnnpipe.train.build import TrainingData, build_variant, init_weights, train_variant
 
+pytestmark = pytest.mark.minutes(0.8)  # a pretraining and two fine-tunings
+
 CLASSES = 3
 
 

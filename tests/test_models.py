@@ -25,6 +25,8 @@ from cnnpipe.models.finetune import find_backbone, set_base_trainable
 from cnnpipe.models.skeleton import build_model
 from cnnpipe.models.walk import ShapeWalk
 
+pytestmark = pytest.mark.minutes(1.7)  # the quick tier's longest module: started first
+
 EXPECTED = {
     "simple_cnn",
     "regularized_cnn",

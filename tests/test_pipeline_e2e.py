@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pipeline_repo import dvc, make_tiny_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.minutes(4)]
 
 TINY_MODELS = {
     "simple_cnn": {"architecture": "simple_cnn", "filters": [8, 16, 16], "dense_units": 16},

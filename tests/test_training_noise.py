@@ -401,6 +401,7 @@ def _rerun_and_report(noise_repo, tmp_path, change):
 
 
 @pytest.mark.slow
+@pytest.mark.minutes(3)
 def test_the_record_holds_three_runs_per_variant(noise_repo):
     repo, record = noise_repo
     committed = json.loads((repo / report.NOISE_RECORD).read_text())
@@ -427,6 +428,7 @@ def _print_verdicts(label, changes, record):
 
 
 @pytest.mark.slow
+@pytest.mark.minutes(3)
 def test_a_retrain_with_a_seed_outside_the_record_is_no_real_change(noise_repo, tmp_path):
     """Seed 45 in the workspace, a seed the record (42-44) does not hold: a fresh draw of the
     noise, the case that misfired when the delta was judged against s alone (simple_cnn here,
@@ -449,6 +451,7 @@ def test_a_retrain_with_a_seed_outside_the_record_is_no_real_change(noise_repo, 
 
 
 @pytest.mark.slow
+@pytest.mark.minutes(3)
 def test_one_epoch_is_a_real_change_for_that_variant_only(noise_repo, tmp_path):
     summary = _rerun_and_report(noise_repo, tmp_path,
                                 lambda p: p["models"]["simple_cnn"].update(epochs=1))
