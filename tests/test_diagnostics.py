@@ -45,6 +45,8 @@ from cnnpipe.evaluate.figures import (  # noqa: E402
     plot_reliability_diagram,
 )
 
+pytestmark = pytest.mark.minutes(0.4)
+
 # Tiny widths (as in test_models.py) so each build and Grad-CAM pass takes well under a
 # second; MobileNet sees 64x64 so its last feature map is 2x2 rather than a single cell.
 # A 64-pixel MobileNet keeps a 2x2 last feature map, so its heatmaps are not a single cell.

@@ -15,6 +15,8 @@ from cnnpipe.train.training import (
     train_model,
 )
 
+pytestmark = pytest.mark.minutes(0.4)
+
 
 def shards(tmp_path, images, labels, name="split") -> ShardSet:
     return write_arrays(tmp_path / name, np.asarray(images, np.uint8), np.asarray(labels))
